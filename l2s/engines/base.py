@@ -1,0 +1,61 @@
+"""The engine protocol every generation backend implements, and its request/result types.
+
+A prompt is either chat messages (`[{"role": "user", "content": ...}]`, rendered with the model's own
+chat template) or raw text (used as is). Lengths are counted in the model's own tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union
+
+Messages = list[dict[str, str]]
+Prompt = Union[str, Messages]
+# on_token(flat_index, token_id): called as tokens are produced; flat_index = prompt_index * n + sample_index.
+TokenCallback = Callable[[int, int], None]
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    # Thinking budget: after this many tokens inside <think>, force "</think>" and let the model answer.
+    max_thinking_tokens: int | None = None
+    seed: int | None = None
+    logprobs: bool = False
+    stop: list[str] | None = None
+
+
+@dataclass
+class Generation:
+    text: str  # the whole completion as decoded (reasoning and answer), special tokens skipped
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length"
+    reasoning: str  # text inside the think block
+    content: str  # text after </think> (the answer)
+    reasoning_tokens: int  # tokens inside the think block
+    logprobs: list[float] | None = None  # per generated token, when asked for
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Engine(Protocol):
+    name: str
+    model_path: str
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, on_token: TokenCallback | None = None
+    ) -> list[list[Generation]]:
+        """One list of `params.n` generations per prompt, in prompt order."""
+        ...
+
+    def close(self) -> None: ...
