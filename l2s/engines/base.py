@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 Messages = list[dict[str, str]]
-Prompt = Union[str, Messages]
+Prompt = str | Messages
 # on_token(flat_index, token_id): called as tokens are produced; flat_index = prompt_index * n + sample_index.
 TokenCallback = Callable[[int, int], None]
 
