@@ -1,0 +1,213 @@
+"""`l2s eval`: every model on the same held-out problems, through the same sampling core; metrics with CIs.
+
+For each `name=PATH` the held-out split is sampled into RUN_DIR/samples/NAME.jsonl (resumable, with
+per-token logprobs so each sample carries its answer confidence), then RUN_DIR gets:
+- report.json — DESIGN.md's contract: {"task", "n", "models": {name: {"accuracy", "accuracy_ci95",
+  "mean_tokens", "p50_tokens", "p90_tokens", "tokens_per_correct", "token_ratio_vs_long", "path",
+  "method", ...}}}, plus "auto" (what auto mode would do on these samples) when short and long are there;
+- report.md and pareto.png (l2s.report);
+- calibration.json — auto mode's escalation threshold, chosen on these samples (l2s.confidence).
+
+Accuracy's 95% interval is Wilson's score interval (Wilson 1927; Brown, Cai & DasGupta 2001
+recommend it over the normal approximation for small n or p near 0/1). Token counts are completion
+tokens by each model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from l2s.config import Config
+from l2s.errors import UserError
+from l2s.selection import percentile
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+class EvalConfig(Config):
+    """`l2s eval`: which models, on what, and where the run folder goes."""
+
+    models: str = Field(description="comma-separated name=PATH pairs; 'long' is the reference")
+    task: str = Field("arith", description="arith | jsonl:PATH")
+    n: int = Field(1000, ge=1, description="number of held-out problems")
+    samples: int = Field(1, ge=1, description="samples per problem")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    max_tokens: int = Field(512, ge=1, description="max completion tokens per sample")
+    max_thinking_tokens: int | None = Field(None, ge=0, description="thinking budget for every model")
+    engine: str = Field("hf", description="hf | vllm")
+    batch_size: int = Field(128, ge=1, description="sequences per engine batch")
+    seed: int = Field(0, description="task and sampling seed")
+    out: str = Field(description="run folder")
+    force: bool = Field(False, description="re-sample models whose samples were made with other settings")
+
+
+def parse_models(spec: str) -> dict[str, str]:
+    """`long=PATH,short=PATH` -> {"long": PATH, "short": PATH}, in order.
+
+    >>> parse_models("long=/m/long, short=/m/short")
+    {'long': '/m/long', 'short': '/m/short'}
+    >>> parse_models("long")
+    Traceback (most recent call last):
+    l2s.errors.UserError: malformed --models entry 'long': expected name=PATH, e.g. --models long=PATH,short=PATH
+    """
+    models: dict[str, str] = {}
+    for item in (x.strip() for x in spec.split(",")):
+        name, sep, path = (s.strip() for s in item.partition("="))
+        if not sep or not name or not path:
+            raise UserError(
+                f"malformed --models entry '{item}': expected name=PATH, e.g. --models long=PATH,short=PATH"
+            )
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise UserError(
+                f"model name '{name}' in --models may hold only letters, digits, '-', '_' and '.'"
+            )
+        if name in models:
+            raise UserError(f"model name '{name}' appears twice in --models")
+        models[name] = path
+    return models
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> list[float]:
+    """Wilson score interval for a binomial proportion.
+
+    >>> [round(x, 4) for x in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    >>> wilson_interval(0, 0), wilson_interval(0, 5)[0], wilson_interval(5, 5)[1]
+    ([0.0, 1.0], 0.0, 1.0)
+    """
+    if n == 0:
+        return [0.0, 1.0]
+    p = correct / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At p = 0 (or 1) the bound is exactly 0 (or 1); rounding must not push it past p.
+    lo = 0.0 if correct == 0 else max(0.0, min(p, center - half))
+    hi = 1.0 if correct == n else min(1.0, max(p, center + half))
+    return [lo, hi]
+
+
+def model_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-model numbers of report.json (without path/method/ratio, which need context).
+
+    >>> m = model_metrics([dict(correct=c, completion_tokens=t, reasoning_tokens=0, finish_reason="stop")
+    ...                    for c, t in [(True, 10), (False, 30), (True, 20)]])
+    >>> m["accuracy"], m["mean_tokens"], m["p50_tokens"], m["tokens_per_correct"]
+    (0.6666666666666666, 20.0, 20.0, 30.0)
+    """
+    if not records:
+        raise ValueError("no samples to measure")
+    n = len(records)
+    correct = sum(bool(r["correct"]) for r in records)
+    tokens = [r["completion_tokens"] for r in records]
+    return {
+        "accuracy": correct / n,
+        "accuracy_ci95": wilson_interval(correct, n),
+        "mean_tokens": sum(tokens) / n,
+        "p50_tokens": percentile(tokens, 50),
+        "p90_tokens": percentile(tokens, 90),
+        "tokens_per_correct": sum(tokens) / correct if correct else None,
+        "mean_reasoning_tokens": sum(r.get("reasoning_tokens", 0) for r in records) / n,
+        "truncated": sum(r["finish_reason"] == "length" for r in records) / n,
+        "samples": n,
+    }
+
+
+def build_report(task: str, n: int, runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """report.json from {name: (checkpoint path, sample records)}; 'long' is the token-ratio reference."""
+    from l2s.checkpoint import read_provenance
+
+    models: dict[str, Any] = {}
+    for name, (path, records) in runs.items():
+        prov = read_provenance(path)
+        cfg = prov.get("config", {}) if isinstance(prov.get("config"), dict) else {}
+        entry = {**model_metrics(records), "path": str(path), "method": prov.get("method")}
+        if cfg.get("alpha") is not None:
+            entry["alpha"] = cfg["alpha"]
+        if cfg.get("merge_method") is not None:
+            entry["merge_method"] = cfg["merge_method"]
+        models[name] = entry
+    long_mean = models.get("long", {}).get("mean_tokens")
+    for entry in models.values():
+        entry["token_ratio_vs_long"] = entry["mean_tokens"] / long_mean if long_mean else None
+    return {"task": task, "n": n, "models": models}
+
+
+def _check_models(cfg: EvalConfig) -> dict[str, Path]:
+    from l2s.checkpoint import validate_checkpoint
+    from l2s.engines import ENGINES
+
+    if cfg.engine not in ENGINES:
+        raise UserError(f"unknown engine '{cfg.engine}'; choose one of: {', '.join(ENGINES)}")
+    return {name: validate_checkpoint(path) for name, path in parse_models(cfg.models).items()}
+
+
+def run(cfg: EvalConfig) -> Path:
+    """Sample every model on the held-out split, then write report.json/.md, pareto.png, calibration.json."""
+    from l2s.checkpoint import atomic_write_text
+    from l2s.confidence import calibrate
+    from l2s.engines import get_engine
+    from l2s.report import render
+    from l2s.sampling import _check_resumable, sample, sample_meta
+    from l2s.tasks import get_task
+
+    models = _check_models(cfg)
+    problems = get_task(cfg.task, seed=cfg.seed).problems("test", cfg.n)
+    if not problems:
+        raise UserError(f"task {cfg.task} has no held-out (test) problems")
+    from l2s.engines.base import SamplingParams
+
+    params = SamplingParams(
+        n=cfg.samples,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        max_thinking_tokens=cfg.max_thinking_tokens,
+        seed=cfg.seed,
+        logprobs=True,
+    )
+    run_dir = Path(cfg.out).expanduser()
+    if run_dir.is_file():
+        raise UserError(f"--out {run_dir} is a file; pass a folder for the run")
+    settings = {"task": cfg.task, "split": "test", "engine": cfg.engine}
+    outs = {name: run_dir / "samples" / f"{name}.jsonl" for name in models}
+    if not cfg.force:  # refuse non-resumable outputs before any model is loaded
+        for name, path in models.items():
+            _check_resumable(outs[name], sample_meta(path, problems, params, cfg.batch_size, settings), False)
+    runs = {}
+    for name, path in models.items():
+        engine = get_engine(cfg.engine, str(path), batch_size=cfg.batch_size)
+        try:
+            records = sample(
+                engine,
+                problems,
+                outs[name],
+                params,
+                batch_size=cfg.batch_size,
+                force=cfg.force,
+                settings=settings,
+            )
+        finally:
+            engine.close()
+        runs[name] = (str(path), records)
+    report = build_report(cfg.task, len(problems), runs)
+    if "short" in runs and "long" in runs:
+        cal = calibrate(runs["short"][1], runs["long"][1])
+        cal |= {"short_model": runs["short"][0], "long_model": runs["long"][0], "task": cfg.task}
+        atomic_write_text(run_dir / "calibration.json", json.dumps(cal, indent=2) + "\n")
+        report["auto"] = cal["auto"]
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    render(run_dir)
+    print((run_dir / "report.md").read_text())
+    return run_dir
+
+
+def cli(args) -> int:
+    from l2s.sampling import config_from_flags
+
+    run(config_from_flags(EvalConfig, args))
+    return 0

@@ -1,0 +1,301 @@
+"""Sample n completions per prompt through an engine, grade them, and append them to a resumable JSONL.
+
+The shared core: rejection sampling, DPO pairs, RL rollouts and evaluation all get their samples here
+(or from `sample_records`), so "correct" (l2s.grading) and "length" (completion tokens by the model's own
+tokenizer) mean the same thing everywhere.
+
+Resuming (written by hand; no library resumes a sampling run): the work is cut into batches with fixed
+boundaries over the full list of problems, and batch `b` samples under seed `seed * 1_000_003 + b`. What
+a batch produces therefore does not depend on which batches ran before, so after `kill -9` a rerun
+re-samples only the unfinished batches, drops a truncated last line, skips finished (prompt_id,
+sample_idx) keys — and with the hf engine the file ends up byte-identical to an uninterrupted run's.
+A sidecar `<out>.meta.json` records the settings; resuming with other settings is refused (--force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from l2s.config import Config
+from l2s.engines.base import Engine, Generation, SamplingParams
+from l2s.errors import UserError
+from l2s.tasks import Problem
+
+BATCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different runs' batches do not collide for b < stride
+
+
+class SampleConfig(Config):
+    """`l2s sample`: what to sample and where to write it."""
+
+    model: str = Field(description="checkpoint folder")
+    task: str = Field("arith", description="arith | jsonl:PATH")
+    split: str = Field("test", description="train | test")
+    limit: int | None = Field(None, ge=1, description="number of prompts (default: the whole split)")
+    n: int = Field(8, ge=1, description="samples per prompt")
+    temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="max completion tokens per sample")
+    max_thinking_tokens: int | None = Field(
+        None, ge=0, description="thinking budget (force </think> after N)"
+    )
+    engine: str = Field("hf", description="hf | vllm")
+    batch_size: int = Field(64, ge=1, description="sequences per engine batch")
+    seed: int = Field(0, description="sampling seed")
+    logprobs: bool = Field(False, description="also record each sample's answer confidence (l2s.confidence)")
+    out: str = Field(description="samples.jsonl to write (resumed if it exists)")
+    force: bool = Field(False, description="start over even if --out holds other samples")
+
+
+def meta_path(out: str | Path) -> Path:
+    return Path(f"{out}.meta.json")
+
+
+def problems_digest(problems: Sequence[Problem]) -> str:
+    """A fingerprint of the prompts and references, so a resumed file is known to be for the same ones."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.id, p.prompt, p.answer]).encode())
+    return h.hexdigest()[:16]
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The complete records of a samples.jsonl (a truncated last line, from a killed run, is ignored)."""
+    return _read_complete(Path(path))[0]
+
+
+def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(records, byte length of the complete lines). Only the last line may be broken."""
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    records, good = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if good + len(line) < len(data):
+                raise UserError(
+                    f"{path} has a corrupted line in the middle; pass --force to start over"
+                ) from None
+            break
+        good += len(line)
+    return records, good
+
+
+def batches(problems: Sequence[Problem], n: int, batch_size: int) -> list[list[Problem]]:
+    """Fixed batch boundaries: `max(1, batch_size // n)` prompts (each sampled n times) per batch.
+
+    >>> [len(b) for b in batches([Problem(str(i), "p", "1") for i in range(10)], n=4, batch_size=16)]
+    [4, 4, 2]
+    """
+    per = max(1, batch_size // n)
+    return [list(problems[i : i + per]) for i in range(0, len(problems), per)]
+
+
+def to_record(problem: Problem, idx: int, gen: Generation, *, model: str, seed: int) -> dict[str, Any]:
+    """One sample record (DESIGN.md "Sample record"), graded by `l2s.grading`."""
+    from l2s.grading import extract_answer, is_equivalent
+
+    answer = extract_answer(gen.text)
+    record = {
+        "prompt_id": problem.id,
+        "sample_idx": idx,
+        "prompt": problem.prompt,
+        "completion": gen.text,
+        "completion_tokens": gen.completion_tokens,
+        "reasoning_tokens": gen.reasoning_tokens,
+        "finish_reason": gen.finish_reason,
+        "answer": answer,
+        "correct": is_equivalent(answer, problem.answer),
+        "reference": problem.answer,
+        "difficulty": problem.difficulty,
+        "model": model,
+        "seed": seed,
+    }
+    if gen.logprobs is not None:
+        from l2s.confidence import confidence
+
+        record["confidence"] = confidence(gen)
+    return record
+
+
+def sample_records(
+    engine: Engine,
+    problems: Sequence[Problem],
+    params: SamplingParams,
+    *,
+    batch_size: int = 64,
+    done: set[tuple[str, int]] | frozenset = frozenset(),
+    model: str | None = None,
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """Yield (batch index, records not in `done`) per fixed batch; `params.seed` is the run seed."""
+    run_seed = params.seed or 0
+    for b, group in enumerate(batches(problems, params.n, batch_size)):
+        if all((p.id, i) in done for p in group for i in range(params.n)):
+            continue
+        batch_params = SamplingParams(**{**vars(params), "seed": run_seed * BATCH_SEED_STRIDE + b})
+        messages = [[{"role": "user", "content": p.prompt}] for p in group]
+        gens = engine.generate(messages, batch_params)
+        yield (
+            b,
+            [
+                to_record(p, i, g, model=model or engine.name, seed=run_seed)
+                for p, row in zip(group, gens, strict=True)
+                for i, g in enumerate(row)
+                if (p.id, i) not in done
+            ],
+        )
+
+
+def _check_resumable(out: Path, meta: dict[str, Any], force: bool) -> None:
+    mp = meta_path(out)
+    if force:
+        out.unlink(missing_ok=True)
+        mp.unlink(missing_ok=True)
+        return
+    if out.is_file() and out.stat().st_size > 0:
+        if not mp.is_file():
+            raise UserError(
+                f"{out} exists but has no {mp.name}, so it is not resumable; pass --force to start over"
+            )
+        old = json.loads(mp.read_text())
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        if diff:
+            raise UserError(
+                f"{out} was sampled with other settings ({', '.join(diff)}), so it is not resumable; "
+                "pass --force to start over or choose another --out"
+            )
+
+
+def sample_meta(
+    model: str | Path,
+    problems: Sequence[Problem],
+    params: SamplingParams,
+    batch_size: int,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the sidecar records: everything that changes the samples."""
+    path = Path(model).expanduser()
+    meta = {
+        "model": str(path.resolve()) if path.exists() else str(model),
+        **(settings or {}),
+        **vars(params),
+        "batch_size": batch_size,
+        "problems": len(problems),
+        "problems_digest": problems_digest(problems),
+    }
+    return json.loads(json.dumps(meta, default=str))
+
+
+def sample(
+    engine: Engine,
+    problems: Sequence[Problem],
+    out: str | Path,
+    params: SamplingParams,
+    *,
+    batch_size: int = 64,
+    force: bool = False,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Sample `params.n` completions per problem into `out` (resuming it); returns all of its records.
+
+    `settings` (task, engine, ...) go into the sidecar with the sampling parameters; a later call with
+    different ones refuses to resume.
+    """
+    from l2s.checkpoint import atomic_write_text
+
+    out = Path(out).expanduser()
+    meta = sample_meta(engine.model_path, problems, params, batch_size, settings)
+    _check_resumable(out, meta, force)
+    records, good = _read_complete(out)
+    done = {(r["prompt_id"], r["sample_idx"]) for r in records}
+    atomic_write_text(meta_path(out), json.dumps(meta, indent=2) + "\n")
+    bar = _progress(len(problems) * params.n, len(done), out.name, progress)
+    start, tokens = time.perf_counter(), 0
+    with open(out, "ab") as f:
+        f.truncate(good)  # drop a half-written last line from a killed run
+        for _, new in sample_records(engine, problems, params, batch_size=batch_size, done=done):
+            f.write("".join(json.dumps(r) + "\n" for r in new).encode())
+            f.flush()
+            os.fsync(f.fileno())  # a killed run loses at most the batch in flight
+            records += new
+            tokens += sum(r["completion_tokens"] for r in new)
+            bar.update(len(new))
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}", refresh=False)
+    bar.close()
+    return records
+
+
+def _progress(total: int, initial: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"sampling {name}", unit="sample", disable=not enabled)
+
+
+def sampling_params(cfg: SampleConfig) -> SamplingParams:
+    return SamplingParams(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        max_thinking_tokens=cfg.max_thinking_tokens,
+        seed=cfg.seed,
+        logprobs=cfg.logprobs,
+    )
+
+
+def run(cfg: SampleConfig) -> Path:
+    """Build the task and engine from `cfg` and sample into `cfg.out`."""
+    from l2s.checkpoint import validate_checkpoint
+    from l2s.engines import ENGINES, get_engine
+    from l2s.tasks import get_task
+
+    if cfg.engine not in ENGINES:
+        raise UserError(f"unknown engine '{cfg.engine}'; choose one of: {', '.join(ENGINES)}")
+    problems = get_task(cfg.task, seed=cfg.seed).problems(cfg.split, cfg.limit)
+    if not problems:
+        raise UserError(f"task {cfg.task} has no {cfg.split} problems")
+    validate_checkpoint(cfg.model)
+    params, out = sampling_params(cfg), Path(cfg.out).expanduser()
+    settings = {"task": cfg.task, "split": cfg.split, "engine": cfg.engine}
+    if not cfg.force:  # refuse a non-resumable output before paying for the model load
+        _check_resumable(out, sample_meta(cfg.model, problems, params, cfg.batch_size, settings), False)
+    engine = get_engine(cfg.engine, cfg.model, batch_size=cfg.batch_size)
+    try:
+        records = sample(
+            engine, problems, out, params, batch_size=cfg.batch_size, force=cfg.force, settings=settings
+        )
+    finally:
+        engine.close()
+    acc = sum(r["correct"] for r in records) / len(records)
+    mean = sum(r["completion_tokens"] for r in records) / len(records)
+    print(f"{out}: {len(records)} samples, accuracy {acc:.3f}, mean {mean:.1f} completion tokens")
+    return out
+
+
+def config_from_flags(cls: type[Config], args) -> Config:
+    """Build a config from argparse flags; a bad value is a one-line `UserError` naming the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**{k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
+        raise UserError(f"bad value for {flag}: {first['msg']}") from None
+
+
+def cli(args) -> int:
+    run(config_from_flags(SampleConfig, args))
+    return 0

@@ -1,0 +1,187 @@
+"""`l2s eval` end to end: a scripted engine for exact numbers, a real pico run, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from l2s.checkpoint import write_provenance
+from l2s.engines.base import Generation
+from l2s.errors import UserError
+from l2s.evaluate import EvalConfig, parse_models, run, wilson_interval
+
+CONTRACT = {
+    "accuracy",
+    "accuracy_ci95",
+    "mean_tokens",
+    "p50_tokens",
+    "p90_tokens",
+    "tokens_per_correct",
+    "token_ratio_vs_long",
+    "path",
+    "method",
+}
+# model folder name -> (tokens per answer, answers correct on problems i with i % 4 < k, confidence if right/wrong)
+SCRIPT = {
+    "long": (40, 4, 0.99, 0.9),
+    "short": (8, 2, 0.95, 0.3),
+    "a25": (14, 2, 0.9, 0.5),
+    "a75": (30, 3, 0.9, 0.5),
+}
+
+
+class ScriptedEngine:
+    """Answers by its folder name per SCRIPT, with the confidence SCRIPT says; counts its calls."""
+
+    calls = 0
+
+    def __init__(self, model_path, **_):
+        self.model_path, self.name = str(model_path), str(model_path).rsplit("/", 1)[-1]
+        self.tokens, self.k, self.conf_right, self.conf_wrong = SCRIPT[self.name]
+        self.seen = 0  # problems answered so far: problem i is right when i % 4 < k
+
+    def generate(self, prompts, params, on_token=None):
+        import math
+
+        ScriptedEngine.calls += 1
+        out = []
+        for msgs in prompts:
+            expr = msgs[0]["content"].split("Compute ")[1].split(".")[0]
+            truth = eval(expr)  # arith prompts are "Compute a + b - c."
+            right = self.seen % 4 < self.k
+            self.seen += 1
+            lp = math.log(self.conf_right if right else self.conf_wrong)
+            text = f"<think>\n{'.' * self.tokens}\n</think>\nAnswer: {truth if right else truth + 1}"
+            ids = list(range(self.tokens))
+            gen = Generation(
+                text, ids, "stop", ".", "", self.tokens - 4, [lp] * self.tokens, {"answer_tokens": [0, 1]}
+            )
+            out.append([gen] * params.n)
+        return out
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def family(pico_ckpt, tmp_path, monkeypatch):
+    """Checkpoint folders long, short and two merges (provenance alpha 0.25, 0.75), served by the script."""
+    from l2s import engines
+
+    monkeypatch.setitem(engines.ENGINES, "scripted", ScriptedEngine)
+    ScriptedEngine.calls = 0
+    paths = {}
+    for name in SCRIPT:
+        paths[name] = tmp_path / "models" / name
+        shutil.copytree(pico_ckpt, paths[name])
+    for name, alpha in (("a25", 0.25), ("a75", 0.75)):
+        write_provenance(paths[name], method="merge", config={"alpha": alpha, "merge_method": "linear"})
+    write_provenance(paths["long"], method="rl")
+    return paths
+
+
+def _cfg(family, out, **kw):
+    spec = ",".join(f"{k}={v}" for k, v in family.items())
+    return EvalConfig(
+        **{"models": spec, "n": 40, "engine": "scripted", "batch_size": 16, "out": str(out), **kw}
+    )
+
+
+def test_eval_writes_the_contract(family, tmp_path):
+    out = run(_cfg(family, tmp_path / "run"))
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "arith" and report["n"] == 40
+    assert list(report["models"]) == list(SCRIPT)
+    for name, m in report["models"].items():
+        assert set(m) >= CONTRACT
+        assert m["mean_tokens"] == SCRIPT[name][0]
+        lo, hi = m["accuracy_ci95"]
+        assert lo <= m["accuracy"] <= hi
+        assert m["path"] == str(family[name])
+    models = report["models"]
+    assert models["long"]["accuracy"] == 1.0 and models["long"]["method"] == "rl"
+    assert models["short"]["accuracy"] == 0.5 and models["short"]["method"] is None
+    assert models["a75"]["alpha"] == 0.75 and models["a75"]["method"] == "merge"
+    assert models["short"]["token_ratio_vs_long"] == pytest.approx(8 / 40)
+    assert models["short"]["tokens_per_correct"] == pytest.approx(16.0)
+    # Every model's samples are on disk, one per problem, graded against the task's own answers.
+    lines = (out / "samples" / "short.jsonl").read_text().splitlines()
+    assert len(lines) == 40 and sum(json.loads(x)["correct"] for x in lines) == 20
+    # Auto: short's wrong answers are the low-confidence ones, so threshold 0.95 keeps only right ones.
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["threshold"] == pytest.approx(0.95)
+    assert cal["accepted_accuracy"] == 1.0 and cal["long_accuracy"] == 1.0
+    assert report["auto"]["accuracy"] == 1.0 and report["auto"]["escalated"] == pytest.approx(0.5)
+    assert "| long | rl | 1.000 |" in (out / "report.md").read_text()
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_resumes_and_refuses_other_settings(family, tmp_path):
+    run(_cfg(family, tmp_path / "run"))
+    calls = ScriptedEngine.calls
+    run(_cfg(family, tmp_path / "run"))
+    assert ScriptedEngine.calls == calls  # everything was already sampled
+    with pytest.raises(UserError, match=r"not resumable.*--force"):
+        run(_cfg(family, tmp_path / "run", max_tokens=64))
+    assert ScriptedEngine.calls == calls  # refused before any model ran
+    run(_cfg(family, tmp_path / "run", max_tokens=64, force=True))
+    assert ScriptedEngine.calls > calls
+
+
+def test_bad_input_is_a_user_error(family, pico_ckpt, tmp_path):
+    with pytest.raises(UserError, match="unknown task"):
+        run(_cfg(family, tmp_path / "r", task="nope"))
+    with pytest.raises(UserError, match="unknown engine"):
+        run(_cfg(family, tmp_path / "r", engine="tgi"))
+    with pytest.raises(UserError, match="malformed --models"):
+        run(EvalConfig(models="long=", out=str(tmp_path / "r")))
+    with pytest.raises(UserError, match="appears twice"):
+        parse_models("a=/x,a=/y")
+    bare = tmp_path / "bare"
+    shutil.copytree(pico_ckpt, bare)
+    (bare / "chat_template.jinja").unlink()
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="no chat template"):
+        run(EvalConfig(models=f"long={bare}", out=str(tmp_path / "r"), engine="scripted"))
+    from l2s.sampling import config_from_flags
+
+    with pytest.raises(UserError, match="--n"):
+        config_from_flags(EvalConfig, Namespace(models="long=/x", n=0, out="r"))
+
+
+@given(st.integers(0, 200), st.integers(1, 200))
+def test_wilson_interval_holds_the_estimate(correct, n):
+    correct = min(correct, n)
+    lo, hi = wilson_interval(correct, n)
+    assert 0.0 <= lo <= correct / n <= hi <= 1.0
+
+
+@pytest.mark.slow
+def test_eval_cli_on_a_pico_model(pico_ckpt, tmp_path):
+    """The real thing: hf engine, greedy, two models, through the console entry point."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "l2s.cli", "eval", "--models", f"long={pico_ckpt},short={pico_ckpt}"]
+    cmd += ["--n", "4", "--max-tokens", "8", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"long", "short"}
+    # Same checkpoint, greedy: identical samples, so identical numbers and a ratio of exactly 1.
+    assert report["models"]["long"] == report["models"]["short"]
+    assert report["models"]["short"]["token_ratio_vs_long"] == 1.0
+    records = [json.loads(x) for x in (out / "samples" / "long.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(0.0 <= r["confidence"] <= 1.0 for r in records)
+    assert (out / "calibration.json").is_file() and (out / "pareto.png").is_file()
+    bad = subprocess.run(
+        cmd[:-1] + [str(out), "--max-tokens", "9"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "not resumable" in bad.stderr and "Traceback" not in bad.stderr
