@@ -1,0 +1,391 @@
+"""`l2s ui`: the Gradio demo that puts short, long and auto side by side on one prompt.
+
+The UI is a client of the l2s server (OpenAI-compatible, over HTTP with the openai client; see
+ui/client.py), so it shows exactly what any API user gets: the streamed think block and answer, the
+server's token counts, latency, and which model answered. The Report tab shows the latest
+report.md/pareto.png of a run folder. `--serve` starts the l2s server in-process first (uvicorn in a
+background thread), for a one-command demo.
+
+Layout (Gradio Blocks): Compare tab = prompt, correct answer, model checkboxes, Parameters accordion,
+examples from the embedded `arith` task, one column per mode, a running tally; Report tab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from pydantic import Field
+
+from l2s.config import Config, load_config
+from l2s.errors import UserError
+from l2s.ui.client import MODES, ColumnResult, RequestParams, stream_mode
+from l2s.ui.report_view import DEFAULT_RUN_DIR, load_report
+from l2s.ui.view import (
+    MODE_BLURBS,
+    add_round,
+    answer_markdown,
+    stats_markdown,
+    tally_markdown,
+    thinking_label,
+)
+
+# Columns side by side, the answer set apart from the stats, and no web fonts (the demo runs offline).
+CSS = """
+.l2s-col { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; }
+.l2s-stats { font-size: 0.92em; color: var(--body-text-color-subdued); }
+.l2s-answer { min-height: 3em; max-height: 14em; overflow-y: auto; overflow-wrap: anywhere; }
+"""
+EXAMPLES_N = 8
+BUDGET_CHOICES = ["none", "0", "16", "64", "256"]
+UPDATE_EVERY_S = 0.05  # coalesce streamed chunks into at most ~20 UI updates a second
+
+
+class UISettings(Config):
+    server: str = Field("http://127.0.0.1:8000", description="URL of the l2s server (with or without /v1)")
+    api_key: str | None = Field(None, description="the server's API key (default: env L2S_API_KEY)")
+    serve: bool = Field(False, description="start the embedded l2s server in-process and use it")
+    host: str = Field("127.0.0.1", description="interface the UI binds; 0.0.0.0 exposes it")
+    port: int = Field(7860, ge=0, le=65535, description="TCP port of the UI")
+    run_dir: str = Field(DEFAULT_RUN_DIR, description="run folder whose report the Report tab shows first")
+
+
+def api_base(server_url: str) -> str:
+    """The openai client's base_url for an l2s server address.
+
+    >>> api_base("http://127.0.0.1:8000"), api_base("http://h:1/v1/"), api_base("h:8000")
+    ('http://127.0.0.1:8000/v1', 'http://h:1/v1', 'http://h:8000/v1')
+    """
+    url = server_url.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+def parse_budget(value: object) -> int | None:
+    """The thinking budget box: "none" (or empty) = no budget, else a whole number of tokens >= 0.
+
+    >>> parse_budget("none"), parse_budget(""), parse_budget("64"), parse_budget(0)
+    (None, None, 64, 0)
+    >>> parse_budget("lots")
+    Traceback (most recent call last):
+    ValueError: thinking budget must be 'none' or a whole number of tokens (0 or more), got 'lots'
+    """
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "none"):
+        return None
+    if not text.isdigit():
+        raise ValueError(
+            f"thinking budget must be 'none' or a whole number of tokens (0 or more), got {value!r}"
+        )
+    return int(text)
+
+
+def make_client(server_url: str, api_key: str | None, timeout_s: float = 300.0):
+    """An openai client for the l2s server. No retries: the UI shows a failure at once, readably."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=api_base(server_url), api_key=api_key or "none", max_retries=0, timeout=timeout_s
+    )
+
+
+def example_rows(n: int = EXAMPLES_N) -> list[list[str]]:
+    """[prompt, correct answer] rows from the embedded arith task's held-out split."""
+    from l2s.tasks import get_task
+
+    return [[p.prompt, p.answer] for p in get_task("arith").problems("test", n)]
+
+
+def run_modes(client, modes, prompt, params, server_url, sequential, cancel: threading.Event):
+    """Stream every selected mode at once (or one after another); yield {mode: ColumnResult} snapshots."""
+    results = {m: ColumnResult(mode=m) for m in modes}
+    events: queue.Queue = queue.Queue()
+
+    def worker(mode: str) -> None:
+        try:
+            for snap in stream_mode(client, mode, prompt, params, server_url):
+                events.put((mode, snap))
+                if cancel.is_set():
+                    break
+        finally:
+            events.put((mode, None))
+
+    with ThreadPoolExecutor(max_workers=1 if sequential else len(modes)) as pool:
+        for m in modes:
+            pool.submit(worker, m)
+        running, last = len(modes), 0.0
+        while running:
+            mode, snap = events.get()
+            while True:  # fold in everything already waiting, then show it once
+                if snap is None:
+                    running -= 1
+                else:
+                    results[mode] = snap
+                try:
+                    mode, snap = events.get_nowait()
+                except queue.Empty:
+                    break
+            if time.monotonic() - last >= UPDATE_EVERY_S or not running:
+                last = time.monotonic()
+                yield dict(results)
+    for m, r in results.items():  # a worker cancelled mid-stream leaves an unfinished column
+        if not r.done:
+            results[m] = replace(r, error="stopped before the answer finished", done=True)
+    yield dict(results)
+
+
+def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFAULT_RUN_DIR):
+    """The demo as a `gr.Blocks`; launch it with `launch(demo, host, port)` (which adds the CSS/theme)."""
+    import gradio as gr
+
+    client = make_client(server_url, api_key)
+    with gr.Blocks(title="l2s: long vs short", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# l2s · long2short\nThe same prompt to the **short**, **long** and **auto** models of the l2s "
+            f"server at `{server_url}`: tokens, latency and correctness side by side."
+        )
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column(scale=4):
+                    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")
+                    reference = gr.Textbox(
+                        label="Correct answer (optional)",
+                        info="marks each column ✓ correct or ✗ incorrect",
+                        elem_id="reference",
+                    )
+                with gr.Column(scale=1, min_width=220):
+                    modes = gr.CheckboxGroup(list(MODES), value=list(MODES), label="Models", elem_id="modes")
+                    compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
+                    stop_btn = gr.Button("Stop", elem_id="stop")
+            with gr.Accordion("Parameters", open=False, elem_id="parameters"):
+                with gr.Row():
+                    temperature = gr.Slider(
+                        0.0,
+                        1.5,
+                        value=0.0,
+                        step=0.05,
+                        label="Temperature (0 = greedy)",
+                        elem_id="temperature",
+                    )
+                    max_tokens = gr.Slider(
+                        16, 2048, value=512, step=16, label="Max tokens", elem_id="max-tokens"
+                    )
+                    budget = gr.Dropdown(
+                        BUDGET_CHOICES,
+                        value="none",
+                        allow_custom_value=True,
+                        label="Thinking budget (tokens)",
+                        info="none, or force </think> after this many reasoning tokens",
+                        elem_id="budget",
+                    )
+                sequential = gr.Checkbox(
+                    False, label="One model at a time (latency without contention)", elem_id="sequential"
+                )
+            gr.Examples(
+                example_rows(),
+                inputs=[prompt, reference],
+                label="Examples: held-out arith problems with their answers",
+                examples_per_page=EXAMPLES_N,
+            )
+            status = gr.Markdown(elem_id="status")
+            columns, outputs = {}, {}
+            with gr.Row(equal_height=False):
+                for mode in MODES:
+                    with gr.Column(elem_id=f"col-{mode}", elem_classes="l2s-col") as col:
+                        gr.Markdown(f"### {mode}\n{MODE_BLURBS[mode]}")
+                        with gr.Accordion("Thinking", open=False, elem_id=f"thinking-{mode}") as acc:
+                            reasoning = gr.Textbox(
+                                show_label=False,
+                                lines=6,
+                                max_lines=20,
+                                interactive=False,
+                                elem_id=f"reasoning-{mode}",
+                            )
+                        answer = gr.Markdown(elem_id=f"answer-{mode}", elem_classes="l2s-answer")
+                        stats = gr.Markdown(elem_id=f"stats-{mode}", elem_classes="l2s-stats")
+                    columns[mode] = col
+                    outputs[mode] = (acc, reasoning, answer, stats)
+            gr.Markdown("### Running tally (this browser session)")
+            tally_md = gr.Markdown(tally_markdown({}), elem_id="tally")
+            tally_state = gr.State({})
+
+        with gr.Tab("Report"):
+            with gr.Row():
+                run_dir_box = gr.Textbox(run_dir, label="Run folder", scale=4)
+                load_btn = gr.Button("Load", scale=1, elem_id="load-report")
+            report_md = gr.Markdown(elem_id="report")
+            pareto = gr.Image(
+                label="Pareto: accuracy vs mean tokens", type="pil", interactive=False, elem_id="pareto"
+            )
+
+        def column_updates(results: dict[str, ColumnResult], reference_text: str) -> dict:
+            out: dict[Any, Any] = {}
+            for mode, (acc, reasoning_box, answer_md, stats_md) in outputs.items():
+                r = results.get(mode)
+                if r is None:
+                    continue
+                out[acc] = gr.Accordion(label=thinking_label(r))
+                out[reasoning_box] = r.reasoning
+                out[answer_md] = answer_markdown(r, reference_text)
+                out[stats_md] = stats_markdown(r)
+            return out
+
+        def visibility(selected: list[str]) -> dict:
+            return {columns[m]: gr.Column(visible=m in selected) for m in MODES}
+
+        def compare(prompt_text, reference_text, selected, temp, max_tok, think_budget, one_at_a_time, tally):
+            selected = [m for m in MODES if m in (selected or [])]
+            if not (prompt_text or "").strip():
+                yield {status: "⚠ Type a prompt, or pick an example, first."}
+                return
+            if not selected:
+                yield {status: "⚠ Tick at least one model (short, long or auto)."}
+                return
+            try:
+                thinking = parse_budget(think_budget)
+            except ValueError as e:
+                yield {status: f"⚠ {e}"}
+                return
+            params = RequestParams(
+                temperature=float(temp), max_tokens=int(max_tok), max_thinking_tokens=thinking
+            )
+            blank = {m: ColumnResult(mode=m) for m in selected}
+            yield {status: "Streaming…", **visibility(selected), **column_updates(blank, reference_text)}
+            cancel, start = threading.Event(), time.perf_counter()
+            results = blank
+            try:
+                for results in run_modes(
+                    client, selected, prompt_text, params, server_url, one_at_a_time, cancel
+                ):
+                    yield column_updates(results, reference_text)
+            finally:
+                cancel.set()
+            tally = add_round(tally or {}, results, reference_text)
+            failed = [m for m, r in results.items() if r.error]
+            note = f" ({', '.join(failed)} failed: see the column)" if failed else ""
+            yield {
+                status: f"Done in {time.perf_counter() - start:.1f} s{note}.",
+                tally_state: tally,
+                tally_md: tally_markdown(tally),
+                **column_updates(results, reference_text),
+            }
+
+        def show_report(folder: str):
+            view = load_report((folder or "").strip() or DEFAULT_RUN_DIR)
+            image = None
+            if view.pareto is not None:
+                from PIL import Image
+
+                with Image.open(view.pareto) as im:
+                    image = im.copy()
+            return view.markdown, image
+
+        compare_io = dict(
+            inputs=[prompt, reference, modes, temperature, max_tokens, budget, sequential, tally_state],
+            outputs=[
+                status,
+                tally_state,
+                tally_md,
+                *columns.values(),
+                *(c for g in outputs.values() for c in g),
+            ],
+            concurrency_limit=4,
+            show_progress="hidden",
+        )
+        clicked = compare_btn.click(compare, api_name="compare", **compare_io)
+        submitted = prompt.submit(compare, api_visibility="private", **compare_io)
+        stop_btn.click(None, cancels=[clicked, submitted])
+        modes.change(visibility, inputs=modes, outputs=list(columns.values()), queue=False)
+        load_btn.click(show_report, inputs=run_dir_box, outputs=[report_md, pareto])
+        demo.load(show_report, inputs=run_dir_box, outputs=[report_md, pareto])
+    return demo
+
+
+def theme():
+    """A stock Gradio theme with system fonts only (the default one fetches web fonts)."""
+    import gradio as gr
+
+    return gr.themes.Soft(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True):
+    """Serve the demo; `block=False` returns at once (tests). Returns (app, local_url, share_url)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        return demo.queue().launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=not block,
+            css=CSS,
+            theme=theme(),
+            footer_links=[],
+            quiet=True,
+            ssr_mode=False,
+            show_error=False,
+        )
+    except OSError:
+        raise UserError(
+            f"cannot serve the UI on {host}:{port}: the port is in use; pick another --port"
+        ) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail fast (before the slow Gradio import) when the UI's port is taken."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(
+                f"cannot serve the UI on {host}:{port} ({e.strerror}); pick another --port"
+            ) from None
+
+
+def embedded_server_settings(api_key: str | None, run_dir: str):
+    """`--serve`: the embedded family on a free local port; auto calibrated from `run_dir` when it can be."""
+    from l2s.server.settings import ServeSettings
+    from l2s.ui.report_view import latest_report_dir
+
+    folder = latest_report_dir(run_dir)
+    calibration = folder / "calibration.json" if folder is not None else None
+    overrides = {
+        "api_key": api_key,
+        "host": "127.0.0.1",
+        "port": 0,
+        "calibration": str(calibration) if calibration is not None and calibration.is_file() else None,
+    }
+    return load_config(ServeSettings, overrides=overrides)
+
+
+def cli(args) -> int:
+    """`l2s ui`: build the demo against --server (or an in-process server with --serve) and serve it."""
+    flags = {k: getattr(args, k, None) for k in ("server", "api_key", "host", "port", "run_dir")}
+    flags["serve"] = bool(getattr(args, "serve", False))
+    settings = load_config(UISettings, overrides=flags)
+    api_key = settings.api_key or os.environ.get("L2S_API_KEY")
+    check_port_free(settings.host, settings.port)
+    with contextlib.ExitStack() as stack:
+        server_url = settings.server
+        if settings.serve:
+            from l2s.server.runner import serve_in_thread
+
+            serve = embedded_server_settings(api_key, settings.run_dir)
+            serve.served_models()  # a missing family is one line here, before anything loads
+            print("l2s ui: starting the embedded l2s server (loading models)…", flush=True)
+            server_url = stack.enter_context(serve_in_thread(serve)).url
+            print(f"l2s ui: embedded server on {server_url}", flush=True)
+        demo = build_ui(server_url, api_key, run_dir=settings.run_dir)
+        print(f"l2s ui: http://{settings.host}:{settings.port} (talking to {server_url})", flush=True)
+        launch(demo, settings.host, settings.port, block=True)
+    return 0
