@@ -98,7 +98,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--samples", type=int, default=1, help="samples per problem")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--engine", default="hf")
+    p.add_argument("--max-thinking-tokens", type=int, default=None, help="thinking budget (force </think>)")
+    p.add_argument("--engine", default="hf", help="hf | vllm")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder")
@@ -125,21 +126,24 @@ def _add_rl(sub) -> None:
         "l2s.rl.trainer:cli",
     )
     p.add_argument("--init", required=True, help="checkpoint to start from")
-    p.add_argument("--task", default=None)
+    p.add_argument("--task", default=None, help="task with verifiable answers: arith | jsonl:PATH")
     p.add_argument(
         "--config",
         default=None,
         help="YAML with RL settings (configs/rl_full.yaml, configs/rl_long2short.yaml)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output checkpoint folder (a killed run resumes when rerun)")
     p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--tau", type=float, default=None)
-    p.add_argument("--k", type=int, default=None, help="samples per prompt")
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--length-penalty-weight", type=float, default=None)
-    p.add_argument("--engine", default=None)
+    p.add_argument("--tau", type=float, default=None, help="KL weight towards the iteration's start policy")
+    p.add_argument("--k", type=int, default=None, help="samples per prompt (>= 2)")
+    p.add_argument("--max-tokens", type=int, default=None, help="maximum rollout length")
+    p.add_argument("--length-penalty-weight", type=float, default=None, help="Kimi length reward weight")
+    p.add_argument("--segment-tokens", type=int, default=None, help="partial rollouts: tokens per iteration")
+    p.add_argument("--time-limit-minutes", type=float, default=None, help="stop training after this long")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--engine", default=None, help="hf | vllm")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
 def _add_derive(sub) -> None:
@@ -151,17 +155,38 @@ def _add_derive(sub) -> None:
         "l2s.methods:cli",
     )
     p.add_argument("--method", required=True, help="merge | shortest-rs | dpo | rl")
-    p.add_argument("--long", required=True, help="the long-CoT checkpoint")
-    p.add_argument("--short", default=None, help="the short-CoT checkpoint (merge)")
-    p.add_argument("--base", default=None, help="common ancestor (merge: task_arithmetic, ties, dare_ties)")
-    p.add_argument("--student", default=None, help="shortest-rs: train this model instead of the long one")
-    p.add_argument("--alpha", type=float, default=None, help="merge: weight of the long model")
-    p.add_argument("--sweep", default=None, help="merge: comma-separated alphas, one checkpoint each")
-    p.add_argument("--merge-method", default=None, help="linear | task_arithmetic | ties | dare_ties")
-    p.add_argument("--task", default=None)
-    p.add_argument("--config", default=None, help="YAML of the method (configs/derive_*.yaml)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--config", default=None, help="YAML of the method (configs/derive_*.yaml); flags override it")
+    p.add_argument("--long", default=None, help="the long-CoT checkpoint (every method starts from it)")
+    p.add_argument("--out", required=True, help="output checkpoint folder (merge --sweep: one folder per alpha)")
+    p.add_argument("--force", action="store_true", help="replace an existing output and start over")
+    p.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("merge")
+    g.add_argument("--short", default=None, help="the short-CoT checkpoint")
+    g.add_argument("--base", default=None, help="common ancestor (task_arithmetic, ties, dare_ties)")
+    g.add_argument("--alpha", type=float, default=None, help="weight of the long model in [0, 1] (default 0.5)")
+    g.add_argument("--sweep", default=None, help="comma-separated alphas, e.g. 0.1,0.3,0.5,0.7,0.9")
+    g.add_argument("--merge-method", default=None, help="linear | task_arithmetic | ties | dare_ties")
+    g.add_argument("--density", type=float, default=None, help="ties/dare_ties: fraction of task vector kept")
+    g = p.add_argument_group("shortest-rs and dpo: sampling from the long model")
+    g.add_argument("--task", default=None, help="arith | jsonl:PATH (its train split is sampled)")
+    g.add_argument("--limit", type=int, default=None, help="number of train prompts")
+    g.add_argument("--n", type=int, default=None, help="samples per prompt (Kimi: 8)")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--max-tokens", type=int, default=None, help="max completion tokens per sample")
+    g.add_argument("--engine", default=None, help="hf | vllm")
+    g.add_argument("--samples", default=None, help="reuse this samples.jsonl (sampled from --long) instead")
+    g = p.add_argument_group("shortest-rs and dpo: training (TRL)")
+    g.add_argument("--student", default=None, help="shortest-rs: train this model instead of --long (distill)")
+    g.add_argument("--epochs", type=float, default=None)
+    g.add_argument("--learning-rate", type=float, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="per-device train batch size")
+    g.add_argument("--beta", type=float, default=None, help="dpo: KL strength")
+    g.add_argument("--loss-type", default=None, help="dpo: TRL loss type (sigmoid, ipo, hinge, ...)")
+    g.add_argument("--max-pairs-per-prompt", type=int, default=None, help="dpo: cap on pairs per prompt")
+    g.add_argument("--ratio", type=float, default=None, help="dpo: correct but >= ratio x shortest is rejected")
+    g = p.add_argument_group("rl")
+    g.add_argument("--iterations", type=int, default=None, help="RL iterations")
+    g.add_argument("--length-penalty-weight", type=float, default=None)
 
 
 def _add_serve(sub) -> None:
@@ -172,13 +197,15 @@ def _add_serve(sub) -> None:
         "OpenAI-compatible server for the whole family with mode=short|long|auto.",
         "l2s.server.cli:cli",
     )
-    p.add_argument("--long", default=None)
-    p.add_argument("--short", default=None)
+    p.add_argument("--long", default=None, help="long-CoT checkpoint (default: the embedded family's)")
+    p.add_argument("--short", default=None, help="short-CoT checkpoint (default: the embedded family's)")
     p.add_argument("--model", action="append", default=None, help="extra name=CKPT (repeatable)")
-    p.add_argument("--engine", default=None, help="hf | vllm")
-    p.add_argument("--api-key", default=None)
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--engine", default=None, help="hf (default) | vllm")
+    p.add_argument("--api-key", default=None, help="require this Bearer key on /v1 (or set L2S_API_KEY)")
+    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    p.add_argument("--calibration", default=None, help="calibration.json from `l2s eval` (turns on auto)")
+    p.add_argument("--auto-threshold", type=float, default=None, help="auto's confidence threshold, set by hand")
     p.add_argument("--config", default=None, help="configs/serve.yaml")
 
 
@@ -190,11 +217,14 @@ def _add_ui(sub) -> None:
         "Gradio demo comparing short, long and auto side by side.",
         "l2s.ui.app:cli",
     )
-    p.add_argument("--server", default="http://127.0.0.1:8000")
-    p.add_argument("--api-key", default=None)
-    p.add_argument("--serve", action="store_true", help="start the embedded server in-process")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--server", default="http://127.0.0.1:8000", help="URL of the l2s server")
+    p.add_argument("--api-key", default=None, help="the server's API key (default: env L2S_API_KEY)")
+    p.add_argument(
+        "--serve", action="store_true", help="start the embedded server in-process (ignores --server)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface the UI binds; 0.0.0.0 exposes it")
+    p.add_argument("--port", type=int, default=7860, help="TCP port of the UI")
+    p.add_argument("--run-dir", default=None, help="run folder for the Report tab (runs/quickstart)")
 
 
 def _add_quickstart(sub) -> None:

@@ -17,6 +17,14 @@ SIZES: dict[str, dict[str, int]] = {
         num_attention_heads=2,
         num_key_value_heads=2,
     ),
+    # The default embedded family (`l2s init`): about 0.6M parameters; trains in minutes on 2 cores.
+    "nano": dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    ),
 }
 
 

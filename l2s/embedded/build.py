@@ -1,0 +1,228 @@
+"""`l2s init`: build the embedded workload's model family into one cache folder.
+
+    out/
+      l2s-cache.json   manifest: marks the folder as an l2s cache; preset, seed, finished stages
+      base/            Llama pretrained on plain workload text (tokenizer built here, shared by all)
+      short/           SFT from base on short traces
+      long-sft/        SFT from base on long traces
+      .work/           Trainer checkpoints of unfinished stages (a killed run resumes from them)
+
+Stages run in the order of `STAGES`. Each writes a complete checkpoint (weights, tokenizer with chat
+template, generation config, l2s.json) into a temp dir that is validated and renamed into place
+(`l2s.checkpoint.atomic_dir`), so no half stage is ever visible; the manifest then records it. A second
+run reuses finished stages; a stage that is rebuilt makes every later stage stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2s import __version__
+from l2s.checkpoint import atomic_dir, atomic_write_text, validate_checkpoint, write_provenance
+from l2s.embedded.presets import Preset, get_preset
+from l2s.errors import UserError
+
+MANIFEST = "l2s-cache.json"
+CACHE_KIND = "l2s-embedded-family"
+
+
+@dataclass
+class StageContext:
+    """What a stage needs: the cache folder, the preset (seeded) and where to keep resumable work."""
+
+    out: Path
+    preset: Preset
+
+    @property
+    def seed(self) -> int:
+        return self.preset.seed
+
+    def path(self, stage: str) -> Path:
+        return self.out / stage
+
+    def work_dir(self, stage: str) -> Path:
+        return self.out / ".work" / stage
+
+
+def _problems(ctx: StageContext, n: int):
+    from l2s.tasks.arith import ArithTask
+
+    return ArithTask(seed=ctx.seed).problems("train", n)
+
+
+def _tokenizer(ctx: StageContext):
+    """The family's tokenizer, trained once and kept with base's work so a resumed run uses the same one."""
+    from transformers import AutoTokenizer
+
+    from l2s.embedded.corpus import tokenizer_corpus
+    from l2s.embedded.tokenizer import build_tokenizer
+
+    saved = ctx.work_dir("base") / "tokenizer"
+    if (saved / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(saved)
+    tok = build_tokenizer(
+        tokenizer_corpus(_problems(ctx, ctx.preset.tokenizer_problems), ctx.seed), ctx.preset.vocab_size
+    )
+    with atomic_dir(saved, force=True) as tmp:
+        tok.save_pretrained(tmp)
+    return AutoTokenizer.from_pretrained(saved)
+
+
+def build_base(ctx: StageContext, dest: Path) -> dict[str, Any]:
+    """Tokenizer + a fresh Llama pretrained (causal LM) on plain-text problems and traces."""
+    from l2s.embedded.corpus import pretrain_documents
+    from l2s.embedded.pretrain import pretrain
+
+    spec = ctx.preset.pretrain
+    tok = _tokenizer(ctx)
+    docs = pretrain_documents(_problems(ctx, spec.problems), ctx.seed)
+    metrics = pretrain(tok, docs, ctx.preset.size, spec, ctx.seed, ctx.work_dir("base"), dest)
+    write_provenance(
+        dest,
+        method="pretrain",
+        config={"preset": ctx.preset.name, "size": ctx.preset.size, "seed": ctx.seed, **spec.model_dump()},
+        metrics=metrics,
+    )
+    return metrics
+
+
+def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[str, Any]]:
+    def build(ctx: StageContext, dest: Path) -> dict[str, Any]:
+        from l2s.embedded.corpus import sft_examples
+        from l2s.embedded.sft import sft
+
+        spec = ctx.preset.short if style == "short" else ctx.preset.long_sft
+        examples = sft_examples(_problems(ctx, spec.problems), style, ctx.seed)
+        metrics = sft(ctx.path("base"), examples, spec, ctx.seed, ctx.work_dir(stage), dest)
+        write_provenance(
+            dest,
+            method="sft",
+            parents={"base": ctx.path("base")},
+            config={"preset": ctx.preset.name, "traces": style, "seed": ctx.seed, **spec.model_dump()},
+            metrics=metrics,
+        )
+        return metrics
+
+    build.__doc__ = f"SFT (TRL) from base on {style} traces."
+    return build
+
+
+# The family, in build order. Each stage writes a complete checkpoint into `dest` (l2s.json included)
+# and returns its metrics for the manifest.
+STAGES: dict[str, Callable[[StageContext, Path], dict[str, Any]]] = {
+    "base": build_base,
+    "short": _build_sft("short", "short"),
+    "long-sft": _build_sft("long", "long-sft"),
+    # "long": the full RL stage (Kimi k1.5 policy mirror descent) on long-sft goes here.
+}
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    f = out / MANIFEST
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{f} is corrupted; delete {out} or choose another --out") from None
+    if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
+        raise UserError(f"{f} is not an l2s embedded-family manifest; choose another --out")
+    return data
+
+
+def _check_out(out: Path, preset: Preset, force: bool) -> dict[str, Any]:
+    """The manifest to continue from; refuse folders that are not ours or hold another family."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder for the family")
+    manifest = _read_manifest(out) if out.is_dir() else None
+    if manifest is None and out.is_dir() and any(out.iterdir()):
+        raise UserError(
+            f"--out {out} exists and is not an l2s cache (no {MANIFEST}); choose an empty or new folder"
+        )
+    fresh = {
+        "kind": CACHE_KIND,
+        "preset": preset.name,
+        "seed": preset.seed,
+        "config": preset.model_dump(),
+        "stages": {},
+        "l2s_version": __version__,
+    }
+    if manifest is None or force:
+        return fresh
+    if manifest.get("config") != preset.model_dump():
+        raise UserError(
+            f"--out {out} holds the '{manifest.get('preset')}' family (seed {manifest.get('seed')}); "
+            f"pass --force to rebuild it as '{preset.name}' (seed {preset.seed}) or choose another --out"
+        )
+    return manifest
+
+
+def _finished(ctx: StageContext, manifest: dict[str, Any], name: str) -> bool:
+    if name not in manifest["stages"]:
+        return False
+    try:
+        validate_checkpoint(ctx.path(name))
+    except UserError:
+        return False
+    return True
+
+
+def init_family(
+    out: str | Path, preset: str = "default", seed: int | None = None, force: bool = False
+) -> dict[str, Path]:
+    """Build (or reuse, or resume) the embedded family in `out`; returns {stage name: checkpoint path}."""
+    chosen = get_preset(preset, seed)
+    out = Path(out).expanduser().resolve()
+    manifest = _check_out(out, chosen, force)
+    if force and (out / ".work").exists():
+        shutil.rmtree(out / ".work")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save_manifest() -> None:
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+    save_manifest()  # from here on the folder is recognisably ours, even if this run is killed
+    ctx = StageContext(out, chosen)
+    stale = False
+    paths: dict[str, Path] = {}
+    for i, (name, build) in enumerate(STAGES.items(), start=1):
+        paths[name] = ctx.path(name)
+        if not stale and not force and _finished(ctx, manifest, name):
+            print(f"[{i}/{len(STAGES)}] {name}: reused {ctx.path(name)} (finished earlier)", flush=True)
+            continue
+        stale = True  # every later stage must be rebuilt on top of this one
+        manifest["stages"].pop(name, None)
+        print(f"[{i}/{len(STAGES)}] {name}: building ({(build.__doc__ or '').strip()})", flush=True)
+        start = time.time()
+        with atomic_dir(ctx.path(name), force=True) as tmp:
+            metrics = build(ctx, tmp)
+            validate_checkpoint(tmp)
+        seconds = round(time.time() - start, 1)
+        manifest["stages"][name] = {
+            "path": name,
+            "seconds": seconds,
+            "metrics": metrics,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        save_manifest()
+        shutil.rmtree(ctx.work_dir(name), ignore_errors=True)
+        print(f"[{i}/{len(STAGES)}] {name}: done in {seconds:.0f}s -> {ctx.path(name)}", flush=True)
+    with contextlib.suppress(OSError):
+        (out / ".work").rmdir()  # only once empty: every stage finished
+    return paths
+
+
+def cli(args) -> int:
+    """Handler of `l2s init` (flags: --out, --preset, --seed, --force)."""
+    paths = init_family(args.out, preset=args.preset, seed=args.seed, force=args.force)
+    print("family ready:")
+    for name, path in paths.items():
+        print(f"  {name:9s} {path}")
+    return 0

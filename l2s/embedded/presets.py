@@ -1,0 +1,72 @@
+"""Presets of `l2s init`: how big the embedded family is and how long each stage trains.
+
+`default` is the product's built-in workload, sized to build in minutes on a 2-core CPU; `tiny` builds
+a pico family in seconds for tests (its models are untrained noise; only the plumbing is real).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from l2s.config import Config
+from l2s.errors import UserError
+
+
+class TrainSpec(Config):
+    """One training stage (pretraining or SFT)."""
+
+    problems: int = Field(description="train-split problems the stage's examples are made from")
+    steps: int = Field(description="optimizer steps")
+    batch_size: int = Field(description="sequences per optimizer step")
+    lr: float = Field(description="peak learning rate (linear warm-up, cosine decay)")
+    warmup_steps: int = Field(default=10, description="linear warm-up steps")
+    max_length: int = Field(default=512, description="tokens per sequence (pretraining: packed block size)")
+    save_steps: int = Field(default=50, description="Trainer checkpoint interval, so a killed run resumes")
+
+
+class Preset(Config):
+    """Everything `l2s init` needs to rebuild one family bit for bit."""
+
+    name: str = Field(description="preset name")
+    seed: int = Field(default=0, description="seed of data generation and training")
+    size: str = Field(description="model shape, a key of l2s.embedded.model.SIZES")
+    vocab_size: int = Field(default=384, description="BPE vocabulary size (digits are single tokens)")
+    tokenizer_problems: int = Field(description="train problems whose text trains the tokenizer")
+    pretrain: TrainSpec = Field(description="base: causal LM on plain workload text")
+    short: TrainSpec = Field(description="short: SFT from base on short traces")
+    long_sft: TrainSpec = Field(description="long-sft: SFT from base on long traces")
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        name="default",
+        size="nano",
+        tokenizer_problems=3000,
+        pretrain=TrainSpec(problems=12_000, steps=600, batch_size=16, lr=5e-3, max_length=256),
+        short=TrainSpec(problems=4000, steps=60, batch_size=32, lr=1e-3, max_length=64),
+        long_sft=TrainSpec(problems=4000, steps=150, batch_size=16, lr=1e-3, max_length=384),
+    ),
+    "tiny": Preset(
+        name="tiny",
+        size="pico",
+        tokenizer_problems=100,
+        pretrain=TrainSpec(problems=100, steps=2, batch_size=4, lr=1e-3, max_length=128, save_steps=1000),
+        short=TrainSpec(problems=16, steps=2, batch_size=4, lr=1e-3, max_length=64, save_steps=1000),
+        long_sft=TrainSpec(problems=16, steps=2, batch_size=4, lr=1e-3, max_length=384, save_steps=1000),
+    ),
+}
+
+
+def get_preset(name: str, seed: int | None = None) -> Preset:
+    """The preset `name`, with `seed` replacing its default seed when given.
+
+    >>> get_preset("tiny", seed=3).seed
+    3
+    >>> get_preset("huge")
+    Traceback (most recent call last):
+    l2s.errors.UserError: unknown preset 'huge'; choose one of: default, tiny
+    """
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    return preset if seed is None else preset.model_copy(update={"seed": int(seed)})

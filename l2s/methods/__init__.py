@@ -1,0 +1,82 @@
+"""The long2short methods of Kimi k1.5 §2.4, one module each, in one visible registry.
+
+Every method module holds a typed config (`CONFIG`, a `l2s.config.Config`) and a linear
+`run(cfg) -> Path` that writes a checkpoint folder. Modules are imported only when picked, so
+`l2s --help` never imports torch, TRL or mergekit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+
+from l2s.config import load_config
+from l2s.errors import UserError
+
+METHODS: dict[str, str] = {
+    "merge": "l2s.methods.merge",
+    "shortest-rs": "l2s.methods.shortest_rs",
+    "dpo": "l2s.methods.dpo",
+    "rl": "l2s.methods.rl",
+}
+
+# Namespace entries that are not settings of a method.
+_NOT_SETTINGS = {"command", "method", "config"}
+
+
+def get_method(name: str) -> ModuleType:
+    """The module of a method by name.
+
+    >>> get_method("merge").__name__
+    'l2s.methods.merge'
+    >>> get_method("prune")
+    Traceback (most recent call last):
+    l2s.errors.UserError: unknown method 'prune'; choose one of: merge, shortest-rs, dpo, rl
+    """
+    if name not in METHODS:
+        raise UserError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+def parse_alphas(text: str) -> list[float]:
+    """`--sweep 0.1,0.3,0.5` -> [0.1, 0.3, 0.5].
+
+    >>> parse_alphas("0.1, 0.5,0.9")
+    [0.1, 0.5, 0.9]
+    >>> parse_alphas("0.1,x")
+    Traceback (most recent call last):
+    l2s.errors.UserError: --sweep takes comma-separated numbers such as 0.1,0.3,0.5; got '0.1,x'
+    """
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise UserError(f"--sweep takes comma-separated numbers such as 0.1,0.3,0.5; got {text!r}") from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def cli(args: argparse.Namespace) -> int:
+    """`l2s derive`: build the method's config (defaults < --config YAML < flags) and run it."""
+    module = get_method(args.method)
+    cls = module.CONFIG
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and not k.startswith("_")}
+    flags["force"] = flags.get("force") or None  # an unset store_true must not override the YAML
+    if isinstance(flags.get("sweep"), str):
+        flags["sweep"] = parse_alphas(flags["sweep"])
+    foreign = [k for k, v in flags.items() if v is not None and k not in cls.model_fields]
+    if foreign:
+        own = ", ".join(_flag(k) for k in cls.model_fields if k in flags)
+        raise UserError(f"{_flag(foreign[0])} does not apply to --method {args.method} (its flags: {own})")
+    flags = {k: v for k, v in flags.items() if k in cls.model_fields and v is not None}
+    cfg = load_config(cls, args.config)  # the YAML alone: its errors name the file
+    # A flag replaces the YAML's value of its exclusive partner (merge: --alpha replaces a YAML sweep).
+    replaced = {partner for flag, partner in getattr(module, "FLAG_REPLACES", {}).items() if flag in flags}
+    if replaced & cfg.model_fields_set:
+        cfg = load_config(cls, None, {**cfg.model_dump(exclude_unset=True, exclude=replaced), **flags})
+    else:
+        cfg = load_config(cls, args.config, flags)
+    module.run(cfg)
+    return 0

@@ -1,0 +1,289 @@
+"""Shortest rejection sampling (Kimi k1.5 §2.4): "sample the same question n times (n = 8) ... and
+select the shortest correct response for supervised fine-tuning".
+
+  1. sample n completions per train prompt from the long model (l2s.sampling: resumable, graded by
+     l2s.grading, length = completion tokens by the long model's tokenizer);
+  2. keep the shortest correct one per prompt (l2s.selection.shortest_correct);
+  3. SFT on them with TRL's SFTTrainer (prompt-completion conversational data, loss on the completion
+     only), starting from the long model — or from `--student`, which distils the long model's
+     shortest answers into another model, as DeepSeek-R1 does for its small models.
+
+Sampling, SFT and saving are the libraries'; written here by hand is only the glue the DPO method
+shares: the work dir beside the output (OUT.work: samples.jsonl and Trainer checkpoints, so a killed
+run resumes), the check that a resumed run has the same settings, and the atomic final save.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from l2s.checkpoint import (
+    atomic_dir,
+    atomic_write_text,
+    ensure_writable,
+    validate_checkpoint,
+    write_provenance,
+)
+from l2s.config import Config
+from l2s.errors import UserError
+
+# Files that make a checkpoint's tokenizer, chat template and generation defaults; copied verbatim
+# from the start model so the trained checkpoint tokenizes and chats exactly as its parent did.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
+
+
+class LongSamplesConfig(Config):
+    """What shortest-rs and DPO share: where the long model's samples come from, and the run's output."""
+
+    long: str | None = Field(None, description="the long-CoT checkpoint (sampled, and trained by default)")
+    out: str | None = Field(None, description="output checkpoint folder (work files go to OUT.work/)")
+    force: bool = Field(False, description="replace an existing output and discard unfinished work")
+    seed: int = Field(0, description="seed of sampling and training")
+    task: str = Field("arith", description="task whose train split is sampled: arith | jsonl:PATH")
+    limit: int | None = Field(512, ge=1, description="number of train prompts (None: the whole split)")
+    n: int = Field(8, ge=1, description="samples per prompt (Kimi: 8)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="max completion tokens per sample")
+    engine: str = Field("hf", description="sampling engine: hf | vllm")
+    sample_batch_size: int = Field(64, ge=1, description="sequences per engine batch while sampling")
+    samples: str | None = Field(None, description="reuse this samples.jsonl (sampled from --long) instead")
+    epochs: float = Field(2.0, gt=0, description="passes over the training data")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    batch_size: int = Field(16, ge=1, description="per-device train batch size")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_length: int = Field(1024, ge=16, description="max tokens of prompt + completion in training")
+    save_steps: int = Field(50, ge=1, description="Trainer checkpoint every N steps (a killed run resumes)")
+
+
+class ShortestRSConfig(LongSamplesConfig):
+    student: str | None = Field(None, description="train this model instead of --long (distillation)")
+
+
+# --- shared with dpo ----------------------------------------------------------------------------
+
+
+def work_dir(out: Path) -> Path:
+    """OUT.work/: samples and Trainer checkpoints of an unfinished run.
+
+    >>> work_dir(Path("runs/srs")).as_posix()
+    'runs/srs.work'
+    """
+    return out.with_name(out.name + ".work")
+
+
+def prepare(cfg: LongSamplesConfig, method: str) -> tuple[Path, Path, Path]:
+    """Check the inputs before any work: (long, out, work dir). `--force` discards old work."""
+    missing = [f"--{f}" for f in ("long", "out") if getattr(cfg, f) is None]
+    if missing:
+        raise UserError(f"{method} needs {' and '.join(missing)} (e.g. --long LONG --out OUT)")
+    long = validate_checkpoint(cfg.long)
+    out = ensure_writable(cfg.out, force=cfg.force)
+    work = work_dir(out)
+    if cfg.force and work.exists():
+        shutil.rmtree(work)
+    return long, out, work
+
+
+def long_samples(cfg: LongSamplesConfig, long: Path, work: Path) -> tuple[list[dict[str, Any]], str]:
+    """The long model's samples on the task's train split: drawn (resumably) into OUT.work/samples.jsonl
+    through the shared core, or read from `cfg.samples`. Returns (records, where they are)."""
+    from l2s import sampling
+
+    if cfg.samples is not None:
+        path = Path(cfg.samples).expanduser()
+        if not path.is_file():
+            raise UserError(f"samples file not found: {path} (pass a samples.jsonl written by `l2s sample`)")
+        meta = sampling.meta_path(path)
+        if meta.is_file():
+            source = json.loads(meta.read_text()).get("model")
+            if source and Path(source).resolve() != long.resolve():
+                raise UserError(
+                    f"{path} was sampled from {source}, not from --long {long}; sample --long instead"
+                )
+        records = sampling.read_samples(path)
+        if not records:
+            raise UserError(f"{path} holds no samples")
+        return records, str(path)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "samples.jsonl"
+    sample_cfg = sampling.SampleConfig(
+        model=str(long), task=cfg.task, split="train", limit=cfg.limit, n=cfg.n,
+        temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, engine=cfg.engine,
+        batch_size=cfg.sample_batch_size, seed=cfg.seed, out=str(path),
+    )  # fmt: skip
+    sampling.run(sample_cfg)
+    return sampling.read_samples(path), str(path)
+
+
+def finished_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sample cut off by max_tokens is not a finished answer: it may never be the one imitated.
+
+    >>> [r["correct"] for r in finished_only([{"correct": True, "finish_reason": "length"},
+    ...                                       {"correct": True, "finish_reason": "stop"}])]
+    [False, True]
+    """
+    return [r if r.get("finish_reason", "stop") == "stop" else {**r, "correct": False} for r in records]
+
+
+def training_args(cfg: LongSamplesConfig, trainer_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by the SFT and DPO runs (CPU without a GPU; checkpoints for resuming)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=str(trainer_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        logging_steps=10,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+    )
+
+
+def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
+    """The last Trainer checkpoint of an unfinished run with the same settings (None: start fresh)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = trainer_dir / "l2s-settings.json"
+    settings = json.loads(json.dumps(settings, default=str))
+    if stamp.is_file() and trainer_dir.is_dir():
+        old = json.loads(stamp.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise UserError(
+                f"{trainer_dir.parent} holds an unfinished run with other settings ({', '.join(diff)}); "
+                "pass --force to start over"
+            )
+        return get_last_checkpoint(str(trainer_dir))
+    trainer_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps(settings, indent=2) + "\n")
+    return None
+
+
+def save_trained(model: Any, start: Path, out: Path, *, force: bool, provenance: dict[str, Any]) -> Path:
+    """Write the trained model as a checkpoint folder, atomically: safetensors weights, the start
+    model's tokenizer / chat template / generation config verbatim, and `l2s.json`."""
+    with atomic_dir(out, force=force) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            if (start / name).is_file():
+                shutil.copy2(start / name, tmp / name)
+        write_provenance(tmp, **provenance)
+    return out
+
+
+# --- the method ---------------------------------------------------------------------------------
+
+
+def sft_rows(best: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL's prompt-completion conversational format: the user prompt, the chosen assistant answer.
+
+    >>> sft_rows({"a": {"prompt": "1+1?", "completion": "<think>\\n</think>\\nAnswer: 2"}})[0]["completion"]
+    [{'role': 'assistant', 'content': '<think>\\n</think>\\nAnswer: 2'}]
+    """
+    return [
+        {"prompt": [{"role": "user", "content": r["prompt"]}], "completion": [{"role": "assistant", "content": r["completion"]}]}
+        for r in best.values()
+    ]  # fmt: skip
+
+
+def run(cfg: ShortestRSConfig) -> Path:
+    """Sample the long model n times per train prompt, keep the shortest correct, SFT on them."""
+    import time
+
+    from l2s.selection import length_stats, shortest_correct
+
+    started = time.perf_counter()
+    long, out, work = prepare(cfg, "shortest-rs")
+    start = validate_checkpoint(cfg.student) if cfg.student else long
+
+    # 1. n samples per prompt from the long model.
+    records, samples_at = long_samples(cfg, long, work)
+
+    # 2. the shortest correct (finished) one per prompt.
+    best = shortest_correct(finished_only(records))
+    prompts = {r["prompt_id"] for r in records}
+    without = len(prompts) - len(best)
+    if not best:
+        raise UserError(
+            f"no correct samples in {len(records)} samples of {len(prompts)} prompts: raise n or check the grader"
+        )
+    chosen_mean = sum(r["completion_tokens"] for r in best.values()) / len(best)
+    sample_mean = length_stats(records)["mean"]
+    print(
+        f"shortest-rs: {len(best)}/{len(prompts)} prompts have a correct sample ({without} have none); "
+        f"shortest correct: {chosen_mean:.1f} tokens on average vs {sample_mean:.1f} over all samples"
+    )
+
+    # 3. SFT on them (completion-only loss), resuming from OUT.work/trainer after a kill.
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    trainer_dir = work / "trainer"
+    settings = {
+        **cfg.model_dump(exclude={"force", "out"}),
+        "start": str(start.resolve()),
+        "samples": samples_at,
+    }
+    resume = resume_point(trainer_dir, settings)
+    args = SFTConfig(**training_args(cfg, trainer_dir), completion_only_loss=True)
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(str(start)),
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(best)),
+        processing_class=AutoTokenizer.from_pretrained(str(start)),
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    metrics = {
+        "prompts": len(prompts),
+        "prompts_with_correct": len(best),
+        "prompts_without_correct": without,
+        "samples": len(records),
+        "sample_accuracy": sum(r["correct"] for r in records) / len(records),
+        "sample_mean_tokens": sample_mean,
+        "chosen_mean_tokens": chosen_mean,
+        "train_loss": result.training_loss,
+        "train_steps": result.global_step,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    parents = {"long": long.resolve()} | ({"student": start.resolve()} if cfg.student else {})
+    save_trained(
+        trainer.model, start, out, force=cfg.force,
+        provenance=dict(method="shortest-rs", parents=parents, config=cfg.model_dump(mode="json"), metrics=metrics),
+    )  # fmt: skip
+    shutil.rmtree(trainer_dir, ignore_errors=True)  # samples stay in OUT.work for reuse (e.g. by dpo)
+    print(f"shortest-rs -> {out} ({metrics['wall_seconds']:.0f} s; samples kept in {samples_at})")
+    return out
+
+
+CONFIG = ShortestRSConfig

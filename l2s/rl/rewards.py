@@ -1,0 +1,121 @@
+"""RL rewards: correctness from the shared grader and Kimi k1.5's length reward (arXiv 2501.12599, §2.3.3).
+
+Every reward follows TRL's convention (`trl/rewards/`): a pure function `f(completions, **kwargs) ->
+list[float]`, one value per completion; dataset columns and rollout facts arrive as keyword lists.
+The k completions of one prompt are consecutive (`group_size` = k), as in TRL's GRPO batches.
+
+The length reward is Kimi's, computed within each group of k samples, in tokens of the model's own
+tokenizer: λ = 0.5 − (len − min_len)/(max_len − min_len); a correct response earns λ, a wrong one
+min(0, λ); all lengths equal → 0. The report adds it to the task reward with a weight after a warm-up
+of plain RL ("turning it on from the start slowed training"). No library ships it, hence this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from l2s.grading import grade
+
+
+def correctness_reward(completions: Sequence[str], answer: Sequence[str], **_) -> list[float]:
+    """1.0 for a completion whose final answer the shared grader accepts, else 0.0.
+
+    >>> correctness_reward(["<think>\\n2+2=4\\n</think>\\nAnswer: 4", "Answer: 5"], answer=["4", "4"])
+    [1.0, 0.0]
+    """
+    return [1.0 if ok else 0.0 for ok in grade(list(completions), list(answer))]
+
+
+def group_length_reward(lengths: Sequence[int], correct: Sequence[bool]) -> list[float]:
+    """Kimi's length reward for the k samples of one prompt (§2.3.3).
+
+    λ_i = 0.5 − (len_i − min_len)/(max_len − min_len); correct → λ_i, wrong → min(0, λ_i).
+
+    The shortest correct answer gets +0.5, the longest −0.5, a middle one in between:
+    >>> group_length_reward([100, 200, 300], [True, True, True])
+    [0.5, 0.0, -0.5]
+
+    A wrong answer is never rewarded for being short, only penalized for being long:
+    >>> group_length_reward([100, 200, 300], [False, False, False])
+    [0.0, 0.0, -0.5]
+
+    All lengths equal: the length reward is 0:
+    >>> group_length_reward([64, 64], [True, False])
+    [0.0, 0.0]
+    """
+    if len(lengths) != len(correct):
+        raise ValueError(f"{len(lengths)} lengths but {len(correct)} correctness flags")
+    lo, hi = min(lengths), max(lengths)
+    if hi == lo:
+        return [0.0] * len(lengths)
+    lambdas = [0.5 - (n - lo) / (hi - lo) for n in lengths]
+    return [lam if ok else min(0.0, lam) for lam, ok in zip(lambdas, correct, strict=True)]
+
+
+def length_reward(
+    completions: Sequence[str],
+    completion_tokens: Sequence[int],
+    correct: Sequence[bool],
+    group_size: int,
+    **_,
+) -> list[float]:
+    """`group_length_reward` over a batch of consecutive groups of `group_size` completions.
+
+    >>> length_reward(["a", "bb", "c", "d"], completion_tokens=[10, 20, 7, 7],
+    ...               correct=[True, False, True, True], group_size=2)
+    [0.5, -0.5, 0.0, 0.0]
+    """
+    n = len(completions)
+    if n % group_size or len(completion_tokens) != n or len(correct) != n:
+        raise ValueError(f"length_reward: {n} completions do not form groups of {group_size}")
+    out: list[float] = []
+    for start in range(0, n, group_size):
+        stop = start + group_size
+        out += group_length_reward(completion_tokens[start:stop], correct[start:stop])
+    return out
+
+
+def repeat_penalty(
+    completions: Sequence[str], repeated: Sequence[bool], penalty: float = 0.5, **_
+) -> list[float]:
+    """−penalty for a rollout stopped as a degenerate loop (report §2.6.2: such rollouts "may be penalized").
+
+    `repeated` comes from `l2s.rl.rollouts.ends_in_repeat`, checked as the rollout is generated.
+
+    >>> repeat_penalty(["x", "y"], repeated=[False, True], penalty=0.5)
+    [0.0, -0.5]
+    """
+    return [-penalty if r else 0.0 for r in repeated]
+
+
+def length_weight_at(iteration: int, weight: float, warmup_iterations: int) -> float:
+    """The length reward's weight at `iteration` (0-based): off during the warm-up, then `weight`.
+
+    >>> [length_weight_at(i, 0.5, 2) for i in range(4)]
+    [0.0, 0.0, 0.5, 0.5]
+    """
+    return weight if iteration >= warmup_iterations else 0.0
+
+
+def kimi_reward(
+    completions: Sequence[str],
+    answer: Sequence[str],
+    completion_tokens: Sequence[int],
+    repeated: Sequence[bool],
+    group_size: int,
+    length_weight: float = 0.0,
+    repeat_weight: float = 0.0,
+) -> dict[str, list[float]]:
+    """The total RL reward and its parts: correctness + length_weight·length + repeat penalty.
+
+    >>> parts = kimi_reward(["Answer: 4", "<think>\\nlong\\n</think>\\nAnswer: 4"], ["4", "4"],
+    ...                     completion_tokens=[3, 9], repeated=[False, False], group_size=2, length_weight=0.5)
+    >>> parts["reward"], parts["length"]
+    ([1.25, 0.75], [0.5, -0.5])
+    """
+    correct_f = correctness_reward(completions, answer)
+    correct = [c > 0 for c in correct_f]
+    length = length_reward(completions, completion_tokens, correct, group_size)
+    repeat = repeat_penalty(completions, repeated, penalty=repeat_weight)
+    total = [c + length_weight * n + p for c, n, p in zip(correct_f, length, repeat, strict=True)]
+    return {"reward": total, "correct": correct_f, "length": length, "repeat": repeat}

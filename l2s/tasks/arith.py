@@ -1,0 +1,270 @@
+"""The embedded task `arith`: generated multi-step integer arithmetic, with long- and short-CoT traces.
+
+A problem is a chain such as `37 + 48 - 19` (difficulty = number of operations). Running totals stay
+in [0, MAX_TOTAL], so every intermediate result is a small non-negative integer that a tiny model can
+learn to compute one step at a time, but not all at once: that gap is the long/short trade-off.
+
+Splits are disjoint by construction: an expression's split is a hash of its canonical text, the same
+for every seed and difficulty, so no expression can ever be in both. Generation is seeded and
+prefix-stable (`problems(split, 100)` is the first 100 of `problems(split, 1000)`).
+
+Traces (the assistant completions the embedded family is trained on) are written here by hand: this
+is the workload's definition, no library generates it.
+- `long_trace`: the essential step-by-step chain (it carries the accuracy) plus optional parts drawn
+  at random (restating the problem, "check:" verifications, "wait" self-corrections of a slipped
+  step, a recap), so the long model's length varies for one prompt. The optional parts are about half
+  of a trace's tokens: what long2short methods can remove without losing accuracy.
+- `short_trace`: the answer with an empty think block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+
+from l2s.errors import UserError
+from l2s.tasks import Problem
+
+SPLITS = ("train", "test")
+TEST_PERCENT = 20  # share of the expression space that is held out
+SPLIT_SIZE = {"train": 20_000, "test": 5_000}  # problems returned when n is None
+MIXED_DIFFICULTIES = (2, 3, 4, 5)  # operations per problem when no difficulty is asked for
+MAX_DIFFICULTY = 8
+FIRST_RANGE = (10, 99)  # first operand
+OPERAND_RANGE = (2, 9)  # every later operand
+MAX_TOTAL = 99  # running totals stay in [0, MAX_TOTAL]
+
+# Probabilities of the optional parts of a long trace. Verification is above 1/2 on purpose: the
+# greedy long model then verifies (its most likely path), so its mean length carries the optional
+# part, while sampling at T=1 keeps or drops each part and so varies the length.
+P_RESTATE = 0.4
+P_VERIFY = 0.6
+P_SLIP = 0.1  # a slipped step that the trace catches and corrects
+P_RECAP = 0.4
+
+_PROMPT = "Compute {expr}. End with 'Answer: N'."
+_PROMPT_RE = re.compile(r"Compute (.+?)\. End with")
+_TERM_RE = re.compile(r"([+-])\s*(\d+)")
+
+
+def split_of(expr: str) -> str:
+    """The split an expression belongs to: a stable hash of its canonical text (never the seed).
+
+    >>> split_of("37 + 48 - 19") == split_of(" 37  +  48 -   19 ")
+    True
+    >>> sorted({split_of(f"{a} + 2") for a in range(10, 99)})
+    ['test', 'train']
+    """
+    return _split_of_canonical(canonical(expr))
+
+
+def _split_of_canonical(canon: str) -> str:
+    bucket = int.from_bytes(hashlib.sha256(canon.encode()).digest()[:8], "big") % 100
+    return "test" if bucket < TEST_PERCENT else "train"
+
+
+def canonical(expr: str) -> str:
+    """One spelling per expression: single spaces around operators.
+
+    >>> canonical("37+48 -19")
+    '37 + 48 - 19'
+    """
+    first, terms = parse_expr(expr)
+    return " ".join([str(first)] + [f"{op} {n}" for op, n in terms])
+
+
+def parse_expr(expr: str) -> tuple[int, list[tuple[str, int]]]:
+    """(first operand, [(op, operand), ...]) of an expression like `37 + 48 - 19`.
+
+    >>> parse_expr("37 + 48 - 19")
+    (37, [('+', 48), ('-', 19)])
+    """
+    head = re.match(r"\s*(\d+)", expr)
+    if head is None:
+        raise ValueError(f"not an arith expression: {expr!r}")
+    return int(head.group(1)), [(op, int(n)) for op, n in _TERM_RE.findall(expr[head.end() :])]
+
+
+def _apply(total: int, op: str, n: int) -> int:
+    return total + n if op == "+" else total - n
+
+
+def _steps(expr: str) -> list[tuple[int, str, int, int]]:
+    """[(left, op, right, result), ...] — the essential chain of an expression."""
+    total, terms = parse_expr(expr)
+    out = []
+    for op, n in terms:
+        new = _apply(total, op, n)
+        out.append((total, op, n, new))
+        total = new
+    return out
+
+
+def _expr_of(problem: Problem) -> str:
+    m = _PROMPT_RE.search(problem.prompt)
+    if m is None:
+        raise ValueError(f"not an arith prompt: {problem.prompt!r}")
+    return m.group(1)
+
+
+def evaluate(expr: str) -> int:
+    """The value of an expression, left to right.
+
+    >>> evaluate("37 + 48 - 19")
+    66
+    """
+    total, terms = parse_expr(expr)
+    for op, n in terms:
+        total = _apply(total, op, n)
+    return total
+
+
+def _compact(expr: str) -> str:
+    """Trace spelling of an expression: no spaces, so a step costs few tokens.
+
+    >>> _compact("37 + 48 - 19")
+    '37+48-19'
+    """
+    return expr.replace(" ", "")
+
+
+def _inverse(op: str) -> str:
+    return "-" if op == "+" else "+"
+
+
+def long_trace(problem: Problem, rng: random.Random) -> str:
+    """A long-CoT completion: the step-by-step chain plus optional parts drawn from `rng`.
+
+    The essential chain is a scratchpad: copy the expression, then rewrite it with its first operation
+    done, until one number is left (each line is computed from the line above alone). Optional parts:
+    an opening that restates the task, `check:` lines that undo the step just taken, slips (a wrong
+    rewrite caught by a `wait, check:` line and fixed) and a closing recap. The final answer follows
+    `</think>` (the format `l2s.grading` reads).
+
+    >>> p = Problem("x", "Compute 37 + 8 - 5. End with 'Answer: N'.", "40", 2)
+    >>> print(long_trace(p, random.Random(1)))
+    <think>
+    37+8-5
+    =45-5
+    check: 45-8=37. ok
+    =40
+    check: 40+5=45. ok
+    </think>
+    Answer: 40
+    >>> from l2s.grading import grade
+    >>> grade([long_trace(p, random.Random(s)) for s in range(20)], ["40"] * 20) == [True] * 20
+    True
+    >>> len({len(long_trace(p, random.Random(s))) for s in range(20)}) > 1
+    True
+    """
+    first, terms = parse_expr(_expr_of(problem))
+    expr = _compact(canonical(_expr_of(problem)))
+    lines = []
+    if rng.random() < P_RESTATE:
+        lines.append(f"Let me compute {expr} left to right.")
+    lines.append(expr)
+    total = first
+    for i, (op, b) in enumerate(terms):
+        new = _apply(total, op, b)
+        rest = "".join(f"{o}{n}" for o, n in terms[i + 1 :])
+        if rng.random() < P_SLIP:
+            wrong = new + rng.choice([d for d in (-10, -1, 1, 10) if new + d >= 0])
+            back = _apply(wrong, _inverse(op), b)
+            lines.append(f"={wrong}{rest}")
+            lines.append(f"wait, check: {wrong}{_inverse(op)}{b}={back}, not {total}. fix:")
+        lines.append(f"={new}{rest}")
+        if rng.random() < P_VERIFY:
+            lines.append(f"check: {new}{_inverse(op)}{b}={total}. ok")
+        total = new
+    if rng.random() < P_RECAP:
+        lines.append(f"So {expr}={total}.")
+    return "<think>\n" + "\n".join(lines) + f"\n</think>\nAnswer: {total}"
+
+
+def short_trace(problem: Problem) -> str:
+    """A short-CoT completion: an empty think block, then the answer.
+
+    >>> short_trace(Problem("x", "Compute 37 + 48 - 19. End with 'Answer: N'.", "66", 2))
+    '<think>\\n</think>\\nAnswer: 66'
+    """
+    return f"<think>\n</think>\nAnswer: {evaluate(_expr_of(problem))}"
+
+
+def _draw_expr(rng: random.Random, ops: int) -> str:
+    """A random chain of `ops` operations whose running totals stay in [0, MAX_TOTAL]."""
+    lo, hi = OPERAND_RANGE
+    total = rng.randint(*FIRST_RANGE)
+    parts = [str(total)]
+    for _ in range(ops):
+        op = rng.choice("+-")
+        room = MAX_TOTAL - total if op == "+" else total
+        if room < lo:  # this operation would leave [0, MAX_TOTAL] for every operand: take the other
+            op = "-" if op == "+" else "+"
+            room = MAX_TOTAL - total if op == "+" else total
+        n = rng.randint(lo, min(hi, room))
+        total = _apply(total, op, n)
+        parts.append(f"{op} {n}")
+    return " ".join(parts)
+
+
+class ArithTask:
+    """Generated multi-step integer arithmetic with a difficulty knob and disjoint train/test splits.
+
+    >>> task = ArithTask(seed=0, difficulty=3)
+    >>> p = task.problems("test", 2)[0]
+    >>> p.id, p.difficulty, p.answer == str(evaluate(_expr_of(p)))
+    ('arith-test-000000', 3, True)
+    >>> ArithTask(difficulty=0)
+    Traceback (most recent call last):
+    l2s.errors.UserError: arith difficulty must be an integer from 1 to 8 (operations per problem), got 0
+    """
+
+    name = "arith"
+
+    def __init__(self, seed: int = 0, difficulty: int | None = None, **_: object):
+        if difficulty is not None and (
+            isinstance(difficulty, bool)
+            or not isinstance(difficulty, int)
+            or not 1 <= difficulty <= MAX_DIFFICULTY
+        ):
+            raise UserError(
+                f"arith difficulty must be an integer from 1 to {MAX_DIFFICULTY} "
+                f"(operations per problem), got {difficulty!r}"
+            )
+        self.seed = int(seed)
+        self.difficulty = difficulty
+
+    def problems(self, split: str = "test", n: int | None = None) -> list[Problem]:
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}' for task arith; choose one of: {', '.join(SPLITS)}")
+        if n is not None and n < 0:
+            raise UserError(f"number of problems must be >= 0, got {n}")
+        want = SPLIT_SIZE[split] if n is None else n
+        # String seeds are hashed deterministically by `random` (not by Python's salted hash()).
+        rng = random.Random(f"arith/{self.seed}/{split}/{self.difficulty}")
+        seen: set[str] = set()
+        out: list[Problem] = []
+        misses = 0
+        while len(out) < want:
+            ops = self.difficulty or rng.choice(MIXED_DIFFICULTIES)
+            expr = _draw_expr(rng, ops)
+            # _draw_expr already spells the expression canonically.
+            if expr in seen or _split_of_canonical(expr) != split:
+                misses += 1
+                if misses > 50 * want + 10_000:  # only tiny spaces (difficulty 1) can run dry
+                    raise UserError(
+                        f"arith {split} split has fewer than {want} distinct problems at difficulty "
+                        f"{self.difficulty}; ask for fewer"
+                    )
+                continue
+            seen.add(expr)
+            out.append(
+                Problem(
+                    id=f"arith-{split}-{len(out):06d}",
+                    prompt=_PROMPT.format(expr=expr),
+                    answer=str(evaluate(expr)),
+                    difficulty=ops,
+                )
+            )
+        return out

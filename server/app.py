@@ -1,0 +1,221 @@
+"""The FastAPI app: `build_app(settings)` wires the lifespan, routers, error handlers and guards.
+
+Shaped like vLLM's `entrypoints/openai/api_server.py`: engines are built once in the lifespan and
+kept in `app.state`; routes are thin (parse, route with `ModePolicy`, hand to `Family`); every error
+is an OpenAI-shaped body. Nothing here imports torch: the lifespan does, through the backends, so
+importing the app and answering `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from l2s.engines.base import SamplingParams
+from l2s.server.batching import Admission
+from l2s.server.errors import APIError, install_error_handlers
+from l2s.server.metrics import ServerMetrics
+from l2s.server.policy import ModePolicy, Route
+from l2s.server.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from l2s.server.security import BodySizeLimit, check_api_key
+from l2s.server.serving import Family
+from l2s.server.settings import AUTO, LONG, SHORT, ServeSettings
+
+log = logging.getLogger("l2s.server")
+api = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)])
+ops = APIRouter()
+
+
+def _family(request: Request) -> Family:
+    return request.app.state.family
+
+
+def _log_unknown(body, endpoint: str) -> None:
+    unknown = body.unknown_fields()
+    if unknown:
+        log.info("%s: ignoring fields l2s does not use: %s", endpoint, ", ".join(unknown))
+
+
+def _route_and_params(family: Family, body) -> tuple[Route, SamplingParams]:
+    settings = family.settings
+    if body.n > settings.max_n:
+        raise APIError(422, f"n {body.n} is above this server's cap of {settings.max_n}", param="n")
+    route = family.policy.route(
+        mode=body.mode,
+        model=body.model,
+        reasoning_effort=body.reasoning_effort,
+        max_tokens=body.requested_max_tokens(),
+        max_thinking_tokens=body.max_thinking_tokens,
+    )
+    params = SamplingParams(
+        n=body.n,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=route.max_tokens,
+        max_thinking_tokens=route.max_thinking_tokens,
+        seed=body.seed,
+        logprobs=bool(body.logprobs),
+        stop=body.stop,
+    )
+    return route, params
+
+
+async def _until_disconnect(request: Request, work) -> object:
+    """Run `work`, cancelling it when the client disconnects (vLLM's `with_cancellation` pattern).
+
+    FastAPI has read the body already, so the only message left on `receive` is the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task not in done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+    return task.result()
+
+
+def _streaming(body_and_release) -> StreamingResponse:
+    body, release = body_and_release
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(release),
+    )
+
+
+@api.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    family = _family(request)
+    _log_unknown(body, "chat.completions")
+    route, params = _route_and_params(family, body)
+    messages = body.prompt_messages()
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _streaming(family.stream("chat", [messages], route, params, include_usage))
+    return await _until_disconnect(request, family.chat(messages, route, params))
+
+
+@api.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request):
+    family = _family(request)
+    _log_unknown(body, "completions")
+    prompts = body.prompts()
+    if len(prompts) > family.settings.max_prompts:
+        raise APIError(
+            422,
+            f"{len(prompts)} prompts is above this server's cap of {family.settings.max_prompts}",
+            param="prompt",
+        )
+    route, params = _route_and_params(family, body)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        echo = prompts if body.echo else None
+        return _streaming(family.stream("completions", prompts, route, params, include_usage, echo))
+    return await _until_disconnect(request, family.complete(prompts, route, params, body.echo))
+
+
+@api.get("/models")
+async def models(request: Request) -> ModelList:
+    family = _family(request)
+    created = family.created
+    modes = {LONG: "long", SHORT: "short", AUTO: "auto"}
+    cards = [
+        ModelCard(id=name, created=created, kind="alias" if name in modes else "model", mode=modes.get(name))
+        for name in family.policy.served_names()
+    ]
+    return ModelList(data=cards)
+
+
+@ops.get("/health")
+async def health(request: Request) -> JSONResponse:
+    family: Family | None = getattr(request.app.state, "family", None)
+    if family is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "engine": family.settings.engine,
+            "models": {name: b.path for name, b in family.backends.items()},
+            "auto_threshold": family.policy.threshold,
+            "in_flight": family.admission.in_flight,
+        }
+    )
+
+
+@ops.get("/metrics")
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    family: Family = _family(request)
+    for name, backend in family.backends.items():
+        family.metrics.queue_depth.labels(name).set(backend.depth())
+    return Response(family.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _lifespan(settings: ServeSettings):
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from l2s.server.backends import build_backend
+
+        paths = settings.served_models()
+        threshold = settings.threshold()
+        metrics = ServerMetrics()
+        backends = {}
+        try:
+            for name, path in paths.items():
+                log.info("loading %s from %s (%s engine)", name, path, settings.engine)
+                depth = functools.partial(lambda n, v: metrics.queue_depth.labels(n).set(v), name)
+                backends[name] = build_backend(settings.engine, name, path, settings, depth)
+            policy = ModePolicy(
+                models=set(backends),
+                threshold=threshold,
+                default_model=settings.default_model,
+                default_max_tokens=settings.default_max_tokens,
+                max_tokens_cap=settings.max_tokens_cap,
+            )
+            admission = Admission(settings.max_concurrent, on_change=metrics.in_flight.set)
+            if threshold is None:
+                log.warning("auto mode is off: no --calibration or --auto-threshold given")
+                if policy.default_model == AUTO:
+                    policy.default_model = LONG  # requests that name no model get the reference model
+            app.state.family = Family(backends, policy, metrics, admission, settings)
+            log.info("serving %s", ", ".join(policy.served_names()))
+            yield
+        finally:
+            for backend in backends.values():
+                await backend.close()
+            app.state.family = None
+
+    return lifespan
+
+
+def build_app(settings: ServeSettings) -> FastAPI:
+    """The OpenAI-compatible app for `settings`; engines load when the app starts (its lifespan)."""
+    from l2s import __version__
+
+    app = FastAPI(title="l2s", version=__version__, lifespan=_lifespan(settings))
+    app.state.settings = settings
+    app.state.family = None
+    app.include_router(api)
+    app.include_router(ops)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

