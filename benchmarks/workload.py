@@ -80,13 +80,24 @@ def main() -> int:
     for name in ("short", "long-sft"):
         start = time.time()
         rows = measure(
-            cache / name, problems, temperature=0.0, n=1, batch_size=args.batch_size, max_tokens=args.max_tokens
+            cache / name,
+            problems,
+            temperature=0.0,
+            n=1,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
         )
         results[name] = {
             "accuracy": round(100 * statistics.mean(r[0][1] for r in rows), 1),
             "mean_tokens": round(statistics.mean(r[0][0] for r in rows), 1),
             "accuracy_by_difficulty": {
-                d: round(100 * statistics.mean(r[0][1] for r, p in zip(rows, problems) if p.difficulty == d), 1)
+                d: round(
+                    100
+                    * statistics.mean(
+                        r[0][1] for r, p in zip(rows, problems, strict=True) if p.difficulty == d
+                    ),
+                    1,
+                )
                 for d in sorted({p.difficulty for p in problems})
             },
             "eval_seconds": round(time.time() - start, 1),
@@ -128,7 +139,9 @@ def main() -> int:
         f"accuracy {v['accuracy']:.1f}%, mean tokens {v['mean_tokens']:.1f}"
     )
     if "init_seconds" in results:
-        print(f"l2s init from scratch: {results['init_seconds']:.0f}s (target <= 480s); {results['init_load']}")
+        print(
+            f"l2s init from scratch: {results['init_seconds']:.0f}s (target <= 480s); {results['init_load']}"
+        )
     print(results["load"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad flags as one line and exit code 2 (argparse's own code)."""
 
     def error(self, message: str) -> None:  # noqa: D401
-        self.exit(2, f"l2s {self.prog.split(' ', 1)[-1]}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _cmd(sub, name: str, example: str, help_: str, handler: str) -> argparse.ArgumentParser:
@@ -155,15 +155,21 @@ def _add_derive(sub) -> None:
         "l2s.methods:cli",
     )
     p.add_argument("--method", required=True, help="merge | shortest-rs | dpo | rl")
-    p.add_argument("--config", default=None, help="YAML of the method (configs/derive_*.yaml); flags override it")
+    p.add_argument(
+        "--config", default=None, help="YAML of the method (configs/derive_*.yaml); flags override it"
+    )
     p.add_argument("--long", default=None, help="the long-CoT checkpoint (every method starts from it)")
-    p.add_argument("--out", required=True, help="output checkpoint folder (merge --sweep: one folder per alpha)")
+    p.add_argument(
+        "--out", required=True, help="output checkpoint folder (merge --sweep: one folder per alpha)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output and start over")
     p.add_argument("--seed", type=int, default=None)
     g = p.add_argument_group("merge")
     g.add_argument("--short", default=None, help="the short-CoT checkpoint")
     g.add_argument("--base", default=None, help="common ancestor (task_arithmetic, ties, dare_ties)")
-    g.add_argument("--alpha", type=float, default=None, help="weight of the long model in [0, 1] (default 0.5)")
+    g.add_argument(
+        "--alpha", type=float, default=None, help="weight of the long model in [0, 1] (default 0.5)"
+    )
     g.add_argument("--sweep", default=None, help="comma-separated alphas, e.g. 0.1,0.3,0.5,0.7,0.9")
     g.add_argument("--merge-method", default=None, help="linear | task_arithmetic | ties | dare_ties")
     g.add_argument("--density", type=float, default=None, help="ties/dare_ties: fraction of task vector kept")
@@ -176,14 +182,18 @@ def _add_derive(sub) -> None:
     g.add_argument("--engine", default=None, help="hf | vllm")
     g.add_argument("--samples", default=None, help="reuse this samples.jsonl (sampled from --long) instead")
     g = p.add_argument_group("shortest-rs and dpo: training (TRL)")
-    g.add_argument("--student", default=None, help="shortest-rs: train this model instead of --long (distill)")
+    g.add_argument(
+        "--student", default=None, help="shortest-rs: train this model instead of --long (distill)"
+    )
     g.add_argument("--epochs", type=float, default=None)
     g.add_argument("--learning-rate", type=float, default=None)
     g.add_argument("--batch-size", type=int, default=None, help="per-device train batch size")
     g.add_argument("--beta", type=float, default=None, help="dpo: KL strength")
     g.add_argument("--loss-type", default=None, help="dpo: TRL loss type (sigmoid, ipo, hinge, ...)")
     g.add_argument("--max-pairs-per-prompt", type=int, default=None, help="dpo: cap on pairs per prompt")
-    g.add_argument("--ratio", type=float, default=None, help="dpo: correct but >= ratio x shortest is rejected")
+    g.add_argument(
+        "--ratio", type=float, default=None, help="dpo: correct but >= ratio x shortest is rejected"
+    )
     g = p.add_argument_group("rl")
     g.add_argument("--iterations", type=int, default=None, help="RL iterations")
     g.add_argument("--length-penalty-weight", type=float, default=None)
@@ -205,7 +215,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--calibration", default=None, help="calibration.json from `l2s eval` (turns on auto)")
-    p.add_argument("--auto-threshold", type=float, default=None, help="auto's confidence threshold, set by hand")
+    p.add_argument(
+        "--auto-threshold", type=float, default=None, help="auto's confidence threshold, set by hand"
+    )
     p.add_argument("--config", default=None, help="configs/serve.yaml")
 
 

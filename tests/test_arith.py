@@ -99,15 +99,17 @@ def test_long_traces_vary_and_short_is_shorter():
 
 
 def test_every_step_of_a_long_trace_is_true_or_corrected():
-    """Lines `a+b=c` are true, except a slip, which the next line catches ("wait, ... fix:")."""
+    """The scratchpad copies the expression, then each `=...` line rewrites the line above with one
+    operation done, so every line has the problem's value, except a slip, which the next line catches
+    ("wait, check: ... fix:")."""
     rng = random.Random(1)
     slips = 0
     for p in ArithTask().problems("train", 300):
         lines = split_reasoning(long_trace(p, rng))[0].splitlines()
         for i, line in enumerate(lines):
-            if line[0].isdigit():
-                left, right = line.split("=")
-                if evaluate(left.replace("+", " + ").replace("-", " - ")) != int(right):
+            if line[0].isdigit() or line.startswith("="):
+                expr = line.lstrip("=").replace("+", " + ").replace("-", " - ")
+                if evaluate(expr) != int(p.answer):
                     slips += 1
                     assert lines[i + 1].startswith("wait, check:") and lines[i + 1].endswith("fix:")
     assert slips > 0
@@ -119,6 +121,6 @@ def test_optional_parts_are_about_half_of_a_long_trace():
     shares = []
     for p in ArithTask().problems("train", 300):
         reasoning = split_reasoning(long_trace(p, rng))[0]
-        essential = sum(len(x) + 1 for x in reasoning.splitlines() if x[0].isdigit())
+        essential = sum(len(x) + 1 for x in reasoning.splitlines() if x[0].isdigit() or x.startswith("="))
         shares.append(essential / len(reasoning))
     assert 0.3 <= statistics.mean(shares) <= 0.7

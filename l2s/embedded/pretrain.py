@@ -96,9 +96,9 @@ def pretrain(
     with torch.no_grad():
         model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
-    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(
-        dest
-    )
+    GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(dest)
     return {
         "train_loss": round(float(result.training_loss), 4),
         "steps": spec.steps,

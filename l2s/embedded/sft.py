@@ -13,7 +13,9 @@ from l2s.embedded.presets import TrainSpec
 from l2s.embedded.pretrain import last_checkpoint, training_args
 
 
-def sft(base: Path, examples: list[dict], spec: TrainSpec, seed: int, work_dir: Path, dest: Path) -> dict[str, Any]:
+def sft(
+    base: Path, examples: list[dict], spec: TrainSpec, seed: int, work_dir: Path, dest: Path
+) -> dict[str, Any]:
     """Fine-tune the checkpoint `base` on `examples`; save model + tokenizer to `dest`."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
@@ -39,7 +41,11 @@ def sft(base: Path, examples: list[dict], spec: TrainSpec, seed: int, work_dir: 
     result = trainer.train(resume_from_checkpoint=resume)
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
-    GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(
-        dest
-    )
-    return {"train_loss": round(float(result.training_loss), 4), "steps": spec.steps, "examples": len(examples)}
+    GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(dest)
+    return {
+        "train_loss": round(float(result.training_loss), 4),
+        "steps": spec.steps,
+        "examples": len(examples),
+    }

@@ -145,9 +145,9 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     >>> p = Problem("x", "Compute 37 + 8 - 5. End with 'Answer: N'.", "40", 2)
     >>> print(long_trace(p, random.Random(1)))
     <think>
+    Let me compute 37+8-5 left to right.
     37+8-5
     =45-5
-    check: 45-8=37. ok
     =40
     check: 40+5=45. ok
     </think>
@@ -245,19 +245,22 @@ class ArithTask:
         rng = random.Random(f"arith/{self.seed}/{split}/{self.difficulty}")
         seen: set[str] = set()
         out: list[Problem] = []
-        misses = 0
+        misses = 0  # draws in a row that gave nothing new: only small spaces (difficulty 1) run dry
         while len(out) < want:
             ops = self.difficulty or rng.choice(MIXED_DIFFICULTIES)
             expr = _draw_expr(rng, ops)
             # _draw_expr already spells the expression canonically.
             if expr in seen or _split_of_canonical(expr) != split:
                 misses += 1
-                if misses > 50 * want + 10_000:  # only tiny spaces (difficulty 1) can run dry
+                if misses > 20_000:
+                    if n is None:
+                        break
                     raise UserError(
-                        f"arith {split} split has fewer than {want} distinct problems at difficulty "
+                        f"arith {split} split has only {len(out)} distinct problems at difficulty "
                         f"{self.difficulty}; ask for fewer"
                     )
                 continue
+            misses = 0
             seen.add(expr)
             out.append(
                 Problem(
