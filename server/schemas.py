@@ -30,6 +30,15 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def _utf8(text: str) -> str:
+    """Reject strings the tokenizer cannot encode (lone UTF-16 surrogates are valid JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid UTF-8 (found a lone surrogate)") from None
+    return text
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "developer", "tool"]
@@ -40,13 +49,13 @@ class Message(BaseModel):
         if self.content is None:
             return ""
         if isinstance(self.content, str):
-            return self.content
+            return _utf8(self.content)
         parts = []
         for part in self.content:
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise ValueError("only text content parts are supported")
             parts.append(part["text"])
-        return "".join(parts)
+        return _utf8("".join(parts))
 
 
 class _Sampling(_Request):
@@ -57,7 +66,7 @@ class _Sampling(_Request):
     n: int = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch seeds are 64-bit
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -109,8 +118,11 @@ class CompletionRequest(_Sampling):
     @field_validator("prompt")
     @classmethod
     def _non_empty(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt must hold at least one string")
+        prompts = [v] if isinstance(v, str) else v
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("prompt must hold at least one non-empty string")
+        for p in prompts:
+            _utf8(p)
         return v
 
     def requested_max_tokens(self) -> int | None:

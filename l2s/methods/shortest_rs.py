@@ -182,6 +182,11 @@ def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
                 f"{trainer_dir.parent} holds an unfinished run with other settings ({', '.join(diff)}); "
                 "pass --force to start over"
             )
+        # A kill during a save leaves a torn checkpoint-N; the Trainer writes trainer_state.json last,
+        # so only checkpoints holding it are complete. Torn ones are removed.
+        for ckpt in trainer_dir.glob("checkpoint-*"):
+            if not (ckpt / "trainer_state.json").is_file():
+                shutil.rmtree(ckpt, ignore_errors=True)
         return get_last_checkpoint(str(trainer_dir))
     trainer_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps(settings, indent=2) + "\n")
