@@ -297,6 +297,10 @@ def _print(r: dict) -> None:
         f"of long's tokens  [{ok(a['accuracy_gap_points'] <= 1)} within 1 point; "
         f"{ok(a['token_ratio_vs_long'] <= 0.5)} <= 50% tokens]"
     )
+    if a["long"]["accuracy"] == 0:
+        print(
+            "auto        NO SIGNAL: long answers nothing correctly (untrained models?); the auto rows mean nothing"
+        )
 
 
 if __name__ == "__main__":

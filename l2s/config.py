@@ -48,7 +48,16 @@ def _format_validation(cls: type[Config], err: ValidationError, source: str) -> 
     if first["type"] == "extra_forbidden":
         valid = ", ".join(sorted(cls.model_fields))
         return f"unknown config key '{loc}' in {source}; valid keys: {valid}"
-    return f"bad value for '{loc}' in {source}: {first['msg']}"
+    return f"bad value for '{loc}' in {source}: {validation_message(first)}"
+
+
+def validation_message(error: dict) -> str:
+    """Pydantic's message for one error, without the "Value error, " it puts before our own validators'.
+
+    >>> validation_message({"msg": "Value error, alpha must be in [0, 1]"})
+    'alpha must be in [0, 1]'
+    """
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import Field
 
-from l2s.config import Config
+from l2s.config import Config, validation_message
 from l2s.engines.base import Engine, Generation, SamplingParams
 from l2s.errors import UserError
 from l2s.tasks import Problem
@@ -293,7 +293,7 @@ def config_from_flags(cls: type[Config], args) -> Config:
     except ValidationError as e:
         first = e.errors()[0]
         flag = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise UserError(f"bad value for {flag}: {first['msg']}") from None
+        raise UserError(f"bad value for {flag}: {validation_message(first)}") from None
 
 
 def cli(args) -> int:

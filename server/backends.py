@@ -121,10 +121,10 @@ class VLLMBackend(_Rendering):
 
         rendered = render_prompt(self.tokenizer, prompt)
         # vLLM refuses n > 1 with greedy decoding; greedy samples are all the same, so make one.
-        n = 1 if params.temperature <= 0 else params.n
+        n = 1 if params.greedy else params.n
         vparams = VSamplingParams(
             n=n,
-            temperature=params.temperature,
+            temperature=0.0 if params.greedy else params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_tokens,
             seed=params.seed,

@@ -24,3 +24,59 @@ def pico_ckpt(tmp_path_factory, pico_tokenizer):
     from l2s.embedded.model import save_random_model
 
     return save_random_model(tmp_path_factory.mktemp("pico") / "model", pico_tokenizer)
+
+
+COIN_PROMPTS = [f"Pick 1 or 2 (round {i})." for i in range(40)]
+
+
+@pytest.fixture(scope="session")
+def coin_task(tmp_path_factory):
+    """A jsonl task whose answers are 1 or 2: a model that guesses is right about half the time."""
+    import json
+
+    path = tmp_path_factory.mktemp("coin") / "coin.jsonl"
+    rows = [{"prompt": p, "answer": str(1 + i % 2)} for i, p in enumerate(COIN_PROMPTS)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def coin_ckpt(tmp_path_factory, pico_tokenizer):
+    """A pico model taught (60 plain AdamW steps, ~5 s) to answer coin prompts with "Answer: 1" or
+    "Answer: 2" after a think block of 0-6 "hmm" lines, and then stop.
+
+    Unlike the random `pico_ckpt`, its rollouts end at EOS with varied lengths and are right about half
+    the time, so RL rewards (correctness and Kimi's length reward) differ within a group and training
+    moves the weights.
+    """
+    import random
+
+    import torch
+
+    from l2s.embedded.model import save_random_model
+
+    path = save_random_model(tmp_path_factory.mktemp("coin-model") / "model", pico_tokenizer, seed=1)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    rng = random.Random(0)
+    texts = []
+    for _ in range(256):
+        think = "hmm\n" * rng.randint(0, 6)
+        messages = [
+            {"role": "user", "content": rng.choice(COIN_PROMPTS)},
+            {"role": "assistant", "content": f"<think>\n{think}</think>\nAnswer: {rng.choice('12')}"},
+        ]
+        texts.append(pico_tokenizer.apply_chat_template(messages, tokenize=False))
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(60):
+        batch = pico_tokenizer(texts[step * 4 % 256 : step * 4 % 256 + 16], return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(path, safe_serialization=True)
+    return path

@@ -43,31 +43,27 @@ def test_defaults_are_long2short():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: on a random pico model every rollout hits max_tokens, so all lengths tie, rewards are 0 "
-    "and the weights do not move; needs a test model that can stop (see the session note)",
-)
-def test_rl_from_the_long_model_with_the_length_penalty(pico_ckpt, tmp_path):
+def test_rl_from_the_long_model_with_the_length_penalty(coin_ckpt, coin_task, tmp_path):
+    """On the coin model (rollouts of varied length, right half the time) the weights move."""
     from safetensors.torch import load_file
 
     yml = tmp_path / "tiny.yaml"
-    yml.write_text(TINY)
+    yml.write_text(TINY.replace("train_problems: 64", "train_problems: 40") + f"task: jsonl:{coin_task}\n")
     out = tmp_path / "rl"
     r = derive(
-        "--long", pico_ckpt, "--config", yml, "--iterations", 2, "--max-tokens", 12, "--seed", 1, "--out", out
+        "--long", coin_ckpt, "--config", yml, "--iterations", 2, "--max-tokens", 12, "--seed", 1, "--out", out
     )
     assert r.returncode == 0, r.stderr[-3000:]
     prov = json.loads((out / "l2s.json").read_text())
     assert prov["method"] == "rl"
     assert prov["config"]["length_penalty_weight"] == RLMethodConfig().length_penalty_weight > 0
-    assert prov["config"]["max_tokens"] == 12 and prov["config"]["init"] == str(pico_ckpt)
+    assert prov["config"]["max_tokens"] == 12 and prov["config"]["init"] == str(coin_ckpt)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["length_weight"] for row in rows] == [
         0.0,
         RLMethodConfig().length_penalty_weight,
     ]  # after warm-up
-    w0, w1 = load_file(pico_ckpt / "model.safetensors"), load_file(out / "model.safetensors")
+    w0, w1 = load_file(coin_ckpt / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not w0[k].equal(w1[k]) for k in w0)
 
 

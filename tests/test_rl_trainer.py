@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Small enough for seconds per iteration on a pico model; partial rollouts on, so the replay buffer
 # crosses a checkpoint.
 TINY = """\
-train_problems: 200
+train_problems: 40
 prompts_per_iteration: 4
 k: 2
 max_tokens: 16
@@ -55,17 +55,18 @@ def _one_line_error(r, *needles):
 
 
 @pytest.fixture(scope="module")
-def tiny_yaml(tmp_path_factory):
+def tiny_yaml(tmp_path_factory, coin_task):
+    """TINY on the coin task: with `coin_ckpt`, rewards differ within a group, so training moves weights."""
     path = tmp_path_factory.mktemp("rlcfg") / "tiny.yaml"
-    path.write_text(TINY)
+    path.write_text(TINY + f"task: jsonl:{coin_task}\n")
     return path
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, pico_ckpt, tiny_yaml):
+def reference_run(tmp_path_factory, coin_ckpt, tiny_yaml):
     """An uninterrupted 6-iteration run (the resume test must reproduce it exactly)."""
     out = tmp_path_factory.mktemp("rlref") / "out"
-    r = l2s("--init", pico_ckpt, "--out", out, "--config", tiny_yaml, "--iterations", 6, "--seed", 3)
+    r = l2s("--init", coin_ckpt, "--out", out, "--config", tiny_yaml, "--iterations", 6, "--seed", 3)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 
@@ -132,34 +133,36 @@ def test_max_length_not_above_prompt(tmp_path, pico_tokenizer):
 
 
 @pytest.mark.slow
-def test_rl_run_writes_a_valid_checkpoint(reference_run, pico_ckpt, tiny_yaml):
+def test_rl_run_writes_a_valid_checkpoint(reference_run, coin_ckpt, tiny_yaml):
     from l2s.checkpoint import read_provenance, validate_checkpoint
 
     out, r = reference_run
     validate_checkpoint(out)
     prov = read_provenance(out)
-    assert prov["method"] == "rl" and prov["parents"]["init"] == str(pico_ckpt)
+    assert prov["method"] == "rl" and prov["parents"]["init"] == str(coin_ckpt)
     assert prov["config"]["k"] == 2 and prov["metrics"]["iterations"] == 6
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == list(range(6))
     assert {"reward", "accuracy", "mean_tokens", "loss", "kl_term"} <= set(rows[0])
     assert sum(row["groups"] for row in rows) > 0 and any(row["buffered_groups"] for row in rows)
+    accuracy = [row["accuracy"] for row in rows if row["accuracy"] == row["accuracy"]]  # NaN: no group ended
+    assert accuracy and 0 < sum(accuracy) < len(accuracy)  # the coin model is right some of the time
     assert (out / "training_curve.png").stat().st_size > 1000
     assert "acc" in r.stderr and "reward" in r.stderr  # per-iteration progress lines
     assert not (out.parent / f".{out.name}.rl-work").exists()
     # An existing output is never replaced silently.
     _one_line_error(
-        l2s("--init", pico_ckpt, "--out", out, "--config", tiny_yaml), "already exists", "--force"
+        l2s("--init", coin_ckpt, "--out", out, "--config", tiny_yaml), "already exists", "--force"
     )
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_reproduces_the_uninterrupted_run(tmp_path, reference_run, pico_ckpt, tiny_yaml):
+def test_resume_after_kill_9_reproduces_the_uninterrupted_run(tmp_path, reference_run, coin_ckpt, tiny_yaml):
     import torch
     from safetensors.torch import load_file
 
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "l2s.cli", "rl", "--init", pico_ckpt, "--out", out, "--config", tiny_yaml]
+    args = [sys.executable, "-m", "l2s.cli", "rl", "--init", coin_ckpt, "--out", out, "--config", tiny_yaml]
     args += ["--iterations", 6, "--seed", 3]
     state = tmp_path / ".out.rl-work" / "checkpoint" / "trainer_state.json"
     proc = subprocess.Popen(
@@ -186,7 +189,7 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_run(tmp_path, referenc
         assert [row[key] for row in rows] == [row[key] for row in ref_rows], key
     # ... and the same weights, up to BLAS rounding (MKL sums are not bitwise reproducible across runs).
     got, want = load_file(out / "model.safetensors"), load_file(ref_out / "model.safetensors")
-    start = load_file(Path(pico_ckpt) / "model.safetensors")
+    start = load_file(Path(coin_ckpt) / "model.safetensors")
     for k in want:
         assert torch.allclose(got[k], want[k], atol=1e-5), k
     assert any(not torch.allclose(start[k], want[k], atol=1e-4) for k in want)  # training did move them

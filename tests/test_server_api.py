@@ -193,6 +193,15 @@ def test_completions_endpoint(client, family_state):
     assert "".join(c.choices[0].text for c in streamed if c.choices) == r.choices[0].text
 
 
+def test_tiny_temperature_and_top_p_decode_greedily(client):
+    """Found by schemathesis: temperature=5e-324 divided the logits into inf/NaN and answered 500."""
+    greedy = client.completions.create(model="l2s-long", prompt="12 + 30 =", max_tokens=8, temperature=0)
+    tiny = client.completions.create(
+        model="l2s-long", prompt="12 + 30 =", max_tokens=8, temperature=5e-324, top_p=5e-324
+    )
+    assert tiny.choices[0].text == greedy.choices[0].text
+
+
 def test_thinking_budget(client):
     """A raw prompt that opens <think>: the budget forces </think> after N reasoning tokens."""
     prompt = "<|im_start|>user\n2+2<|im_end|>\n<|im_start|>assistant\n<think>\n"

@@ -426,17 +426,19 @@ def test_real_server_401_and_429_become_readable_messages(guarded_server):
     assert "refused the API key (401)" in msg and "incorrect API key" in msg
     _no_traceback(msg)
 
-    client = make_client(url, "right-key")
-    holding = client.chat.completions.create(**request_kwargs("long", "x", RequestParams(max_tokens=1024)))
+    # Take the server's only admission slot the way a running request does (a request of an untrained
+    # model would end at its first random EOS, so it cannot hold the slot reliably).
+    admission = guarded_server.app.state.family.admission
+    assert admission.try_enter()
     try:
-        next(iter(holding))  # the stream is running: it holds the server's only admission slot
         exc = _raise(url, api_key="right-key")
     finally:
-        holding.close()
+        admission.leave()
     assert isinstance(exc, openai.RateLimitError)
     msg = error_message(exc, url)
     assert "too many requests (429)" in msg and "Retry after 1 s" in msg and "capacity" in msg
     _no_traceback(msg)
 
+    client = make_client(url, "right-key")
     ok = list(stream_mode(client, "short", "Compute 2 + 3.", RequestParams(max_tokens=8)))[-1]
     assert ok.error is None and ok.completion_tokens == 8 and ok.model == "l2s-short"

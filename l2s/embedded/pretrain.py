@@ -16,7 +16,7 @@ from l2s.embedded.presets import TrainSpec
 def pack(token_lists: list[list[int]], eos_id: int, block: int) -> list[list[int]]:
     """Concatenate token lists with `eos_id` after each and cut into full blocks (the tail is dropped).
 
-    >>> pack([[1, 2], [3], [4, 5, 6]], eos_id=0, block=3)
+    >>> pack([[1, 2], [3], [4, 5]], eos_id=0, block=3)  # 1 2 0 3 0 4 5 0: the last two are dropped
     [[1, 2, 0], [3, 0, 4]]
     """
     flat: list[int] = []

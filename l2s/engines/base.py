@@ -15,6 +15,9 @@ Prompt = str | Messages
 # on_token(flat_index, token_id): called as tokens are produced; flat_index = prompt_index * n + sample_index.
 TokenCallback = Callable[[int, int], None]
 
+# Temperatures below this sample greedily (as vLLM does): dividing logits by 1e-300 overflows to inf/NaN.
+GREEDY_BELOW = 1e-5
+
 
 @dataclass
 class SamplingParams:
@@ -27,6 +30,15 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = False
     stop: list[str] | None = None
+
+    @property
+    def greedy(self) -> bool:
+        """True when `temperature` is too small to sample with (0 is the usual way to ask for greedy).
+
+        >>> SamplingParams(temperature=5e-324).greedy, SamplingParams(temperature=0.7).greedy
+        (True, False)
+        """
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass

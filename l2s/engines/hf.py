@@ -216,7 +216,7 @@ class HFEngine:
     def _generation_config(self, params: SamplingParams):
         from transformers import GenerationConfig
 
-        greedy = params.temperature <= 0
+        greedy = params.greedy
         return GenerationConfig(
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,

@@ -133,7 +133,7 @@ class VLLMEngine:
             budget += self._think_tokens_in_prompt(prompt_ids)
         return VSamplingParams(
             n=1,
-            temperature=max(params.temperature, 0.0),
+            temperature=0.0 if params.greedy else params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_tokens,
             seed=None if params.seed is None else params.seed + flat,
