@@ -147,6 +147,39 @@ def ensure_writable(out: str | Path, *, force: bool = False) -> Path:
     return out
 
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(out: str | Path) -> list[Path]:
+    """Remove the temp dirs `atomic_dir` left beside `out` when its process was killed (kill -9, OOM).
+
+    A temp dir's name carries its writer's pid; only dirs whose writer is gone are removed.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / ".ckpt.tmp-999999999-ab").mkdir(); (d / f".ckpt.tmp-{os.getpid()}-cd").mkdir()
+    >>> [p.name for p in sweep_stale_temps(d / "ckpt")]
+    ['.ckpt.tmp-999999999-ab']
+    >>> sorted(p.name for p in d.iterdir())
+    ['.ckpt.tmp-...-cd']
+    """
+    out = Path(out)
+    removed = []
+    for tmp in out.parent.glob(f".{out.name}.tmp-*-*"):
+        pid = tmp.name[len(f".{out.name}.tmp-") :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temp dir beside `out`; on success rename it to `out` (replacing it only with `force`).
@@ -155,7 +188,8 @@ def atomic_dir(out: str | Path, *, force: bool = False) -> Iterator[Path]:
     """
     out = ensure_writable(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    sweep_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-{os.getpid()}-"))
     try:
         yield tmp
         if out.exists():
