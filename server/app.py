@@ -23,13 +23,34 @@ from l2s.server.batching import Admission
 from l2s.server.errors import APIError, install_error_handlers
 from l2s.server.metrics import ServerMetrics
 from l2s.server.policy import ModePolicy, Route
-from l2s.server.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from l2s.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
 from l2s.server.security import BodySizeLimit, check_api_key
 from l2s.server.serving import Family
 from l2s.server.settings import AUTO, LONG, SHORT, ServeSettings
 
 log = logging.getLogger("l2s.server")
-api = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)])
+# Every error is OpenAI's {"error": {...}} body; documenting it here also replaces FastAPI's default 422
+# schema (HTTPValidationError) in /openapi.json, so clients generated from the schema see the real shape.
+_ERRORS = {
+    status: {"model": ErrorResponse, "description": what}
+    for status, what in {
+        400: "malformed JSON, or prompt + max_tokens beyond the model's context",
+        401: "missing or wrong API key",
+        404: "unknown model",
+        413: "request body over the server's limit",
+        422: "invalid parameters",
+        429: "server at capacity (see Retry-After)",
+        500: "internal error",
+        503: "engines still loading",
+    }.items()
+}
+api = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)], responses=_ERRORS)
 ops = APIRouter()
 
 

@@ -193,6 +193,18 @@ def test_completions_endpoint(client, family_state):
     assert "".join(c.choices[0].text for c in streamed if c.choices) == r.choices[0].text
 
 
+def test_openapi_documents_openai_shaped_errors(server):
+    import httpx
+
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        responses = spec["paths"][path]["post"]["responses"]
+        for status in ("401", "404", "422", "429"):
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/ErrorResponse"), (path, status, ref)
+    assert "HTTPValidationError" not in str(spec)
+
+
 def test_tiny_temperature_and_top_p_decode_greedily(client):
     """Found by schemathesis: temperature=5e-324 divided the logits into inf/NaN and answered 500."""
     greedy = client.completions.create(model="l2s-long", prompt="12 + 30 =", max_tokens=8, temperature=0)
