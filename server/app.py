@@ -174,7 +174,8 @@ async def health(request: Request) -> JSONResponse:
         {
             "status": "ok",
             "engine": family.settings.engine,
-            "models": {name: b.path for name, b in family.backends.items()},
+            # Names only: /health is open (no API key), so it must not reveal checkpoint paths on disk.
+            "models": sorted(family.backends),
             "auto_threshold": family.policy.threshold,
             "in_flight": family.admission.in_flight,
         }
