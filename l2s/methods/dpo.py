@@ -13,7 +13,6 @@ shortest-rs (l2s.methods.shortest_rs).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -144,10 +143,9 @@ def run(cfg: DPOMethodConfig) -> Path:
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     save_trained(
-        trainer.model, long, out, force=cfg.force,
+        trainer, long, out, force=cfg.force,
         provenance=dict(method="dpo", parents={"long": long.resolve()}, config=cfg.model_dump(mode="json"), metrics=metrics),
     )  # fmt: skip
-    shutil.rmtree(trainer_dir, ignore_errors=True)
     print(f"dpo -> {out} ({metrics['wall_seconds']:.0f} s; samples kept in {samples_at})")
     return out
 

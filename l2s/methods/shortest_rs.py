@@ -128,7 +128,12 @@ def long_samples(cfg: LongSamplesConfig, long: Path, work: Path) -> tuple[list[d
         temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, engine=cfg.engine,
         batch_size=cfg.sample_batch_size, seed=cfg.seed, out=str(path),
     )  # fmt: skip
-    sampling.run(sample_cfg)
+    from accelerate import PartialState
+
+    # Under `accelerate launch`, rank 0 samples; the other ranks then find the finished file (sampling
+    # resumes, so they draw nothing) instead of racing to write it.
+    with PartialState().main_process_first():
+        sampling.run(sample_cfg)
     return sampling.read_samples(path), str(path)
 
 
@@ -193,15 +198,25 @@ def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
     return None
 
 
-def save_trained(model: Any, start: Path, out: Path, *, force: bool, provenance: dict[str, Any]) -> Path:
-    """Write the trained model as a checkpoint folder, atomically: safetensors weights, the start
-    model's tokenizer / chat template / generation config verbatim, and `l2s.json`."""
-    with atomic_dir(out, force=force) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (start / name).is_file():
-                shutil.copy2(start / name, tmp / name)
-        write_provenance(tmp, **provenance)
+def save_trained(trainer: Any, start: Path, out: Path, *, force: bool, provenance: dict[str, Any]) -> Path:
+    """Write a TRL trainer's model as a checkpoint folder, atomically: safetensors weights, the start
+    model's tokenizer / chat template / generation config verbatim, and `l2s.json`.
+
+    Under several processes (DDP, DeepSpeed ZeRO, FSDP) every rank gathers the full state dict and
+    rank 0 alone writes; the others wait, so `out` appears once, whole."""
+    accelerator = trainer.accelerator
+    state = accelerator.get_state_dict(trainer.model)
+    if accelerator.is_main_process:
+        with atomic_dir(out, force=force) as tmp:
+            accelerator.unwrap_model(trainer.model).save_pretrained(
+                tmp, state_dict=state, safe_serialization=True
+            )
+            for name in TOKENIZER_FILES:
+                if (start / name).is_file():
+                    shutil.copy2(start / name, tmp / name)
+            write_provenance(tmp, **provenance)
+        shutil.rmtree(Path(trainer.args.output_dir), ignore_errors=True)
+    accelerator.wait_for_everyone()
     return out
 
 
@@ -283,10 +298,14 @@ def run(cfg: ShortestRSConfig) -> Path:
     }
     parents = {"long": long.resolve()} | ({"student": start.resolve()} if cfg.student else {})
     save_trained(
-        trainer.model, start, out, force=cfg.force,
-        provenance=dict(method="shortest-rs", parents=parents, config=cfg.model_dump(mode="json"), metrics=metrics),
-    )  # fmt: skip
-    shutil.rmtree(trainer_dir, ignore_errors=True)  # samples stay in OUT.work for reuse (e.g. by dpo)
+        trainer,
+        start,
+        out,
+        force=cfg.force,
+        provenance=dict(
+            method="shortest-rs", parents=parents, config=cfg.model_dump(mode="json"), metrics=metrics
+        ),
+    )  # fmt: skip  (removes the trainer dir; samples stay in OUT.work for reuse, e.g. by dpo)
     print(f"shortest-rs -> {out} ({metrics['wall_seconds']:.0f} s; samples kept in {samples_at})")
     return out
 

@@ -84,7 +84,10 @@ class RLConfig(Config):
         ge=1,
         description="torch CPU threads (None: torch's default; 1 is fastest on a busy or tiny CPU job)",
     )
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(
+        None,
+        description="accelerate mixed precision (None: what `accelerate launch` / its config file says, else fp32)",
+    )
 
     @field_validator("k")
     @classmethod

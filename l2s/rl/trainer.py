@@ -251,7 +251,7 @@ class _Rollouts:
         if self.engine is not None:
             self.engine.close()
         # Sample from the weights in the precision the policy trains in (vLLM's "auto" may pick bf16).
-        dtype = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}[self.cfg.mixed_precision]
+        dtype = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}[str(accelerator.mixed_precision)]
         self.engine = get_engine("vllm", str(sync), dtype=dtype)
 
     def generate(self, texts: list[str], max_tokens: int) -> list[list[int]]:
