@@ -53,8 +53,8 @@ def test_splits_disjoint_by_construction():
 
 
 def test_difficulty_knob():
-    for d in (1, 3, 6):
-        probs = ArithTask(difficulty=d).problems("test", 40)
+    for d, n in ((1, 15), (3, 40), (6, 40)):  # difficulty 1 has only 90 expressions, 17 of them held out
+        probs = ArithTask(difficulty=d).problems("test", n)
         assert {p.difficulty for p in probs} == {d}
         assert all(_expr(p).count(" + ") + _expr(p).count(" - ") == d for p in probs)
     mixed = ArithTask().problems("test", 400)

@@ -14,7 +14,7 @@ from l2s.embedded.build import MANIFEST, STAGES, init_family
 from l2s.embedded.presets import PRESETS, get_preset
 from l2s.errors import UserError
 
-FAMILY = ("base", "short", "long-sft")
+FAMILY = ("base", "short", "long-sft", "long")
 
 
 def _init(*args: str) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_init_tiny_builds_a_loadable_family(tiny_family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out, run = tiny_family
-    assert list(STAGES)[:3] == list(FAMILY)
+    assert list(STAGES) == list(FAMILY)
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["preset"] == "tiny" and set(manifest["stages"]) == set(FAMILY)
     assert not (out / ".work").exists()  # finished stages leave no Trainer checkpoints behind
@@ -45,8 +45,8 @@ def test_init_tiny_builds_a_loadable_family(tiny_family):
     for name in FAMILY:
         path = validate_checkpoint(out / name)
         prov = read_provenance(path)
-        assert prov["method"] == ("pretrain" if name == "base" else "sft")
-        if name != "base":
+        assert prov["method"] == {"base": "pretrain", "long": "rl"}.get(name, "sft")
+        if name in ("short", "long-sft"):
             assert prov["parents"]["base"] == str(out / "base")
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -63,7 +63,13 @@ def test_init_tiny_builds_a_loadable_family(tiny_family):
         with torch.no_grad():
             gen = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
         assert gen.shape[1] > ids["input_ids"].shape[1]
-    assert "[3/3] long-sft: done" in run.stdout
+    assert "[4/4] long: done" in run.stdout
+    # long is the full RL stage on long-sft, run by the same engine as `l2s rl`.
+    prov = read_provenance(out / "long")
+    assert prov["parents"]["init"] == str(out / "long-sft") and prov["config"]["length_penalty_weight"] == 0
+    assert (out / "long" / "training_curve.png").is_file() and manifest["stages"]["long"]["metrics"][
+        "iterations"
+    ]
 
 
 @pytest.mark.slow
@@ -91,7 +97,7 @@ def test_killed_stage_leaves_nothing_half_written_and_resumes(tiny_family, tmp_p
     monkeypatch.setitem(PRESETS, "tiny", get_preset("tiny").model_copy(deep=True))
     PRESETS["tiny"].short.steps, PRESETS["tiny"].short.save_steps = 3, 1
     manifest["config"] = PRESETS["tiny"].model_dump()
-    for name in ("short", "long-sft"):
+    for name in ("short", "long-sft", "long"):
         del manifest["stages"][name]
         shutil.rmtree(out / name)
     (out / MANIFEST).write_text(json.dumps(manifest))
@@ -112,8 +118,8 @@ def test_killed_stage_leaves_nothing_half_written_and_resumes(tiny_family, tmp_p
     init_family(out, preset="tiny")
     printed = capsys.readouterr().out
     assert "base: reused" in printed and "resuming from" in printed
-    validate_checkpoint(out / "short")
-    validate_checkpoint(out / "long-sft")
+    for name in ("short", "long-sft", "long"):
+        validate_checkpoint(out / name)
 
 
 def test_out_that_is_not_an_l2s_cache_is_refused(tmp_path):

@@ -5,6 +5,7 @@
       base/            Llama pretrained on plain workload text (tokenizer built here, shared by all)
       short/           SFT from base on short traces
       long-sft/        SFT from base on long traces
+      long/            the full RL stage (Kimi k1.5, `l2s rl`) on long-sft: the family's long-CoT model
       .work/           Trainer checkpoints of unfinished stages (a killed run resumes from them)
 
 Stages run in the order of `STAGES`. Each writes a complete checkpoint (weights, tokenizer with chat
@@ -114,13 +115,46 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
     return build
 
 
+def build_long(ctx: StageContext, dest: Path) -> dict[str, Any]:
+    """The full RL stage (Kimi k1.5 policy mirror descent, l2s rl) on long-sft."""
+    from l2s.config import load_config
+    from l2s.rl.config import RLConfig
+    from l2s.rl.trainer import run_rl
+
+    # RL writes (and resumes) beside a stable folder in .work; the result then moves into `dest`.
+    out = ctx.work_dir("long") / "out"
+    cfg = load_config(
+        RLConfig,
+        overrides={
+            **ctx.preset.rl,
+            "init": str(ctx.path("long-sft")),
+            "out": str(out),
+            "task": "arith",
+            "seed": ctx.seed,
+            "force": False,
+        },
+    )
+    if out.exists():  # finished earlier, killed before the move below
+        shutil.rmtree(out)
+    run_rl(cfg)
+    for item in out.iterdir():
+        shutil.move(str(item), dest / item.name)
+    rows = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "iterations": len(rows),
+        "first_accuracy": rows[0]["accuracy"] if rows else None,
+        "last_accuracy": rows[-1]["accuracy"] if rows else None,
+        "last_mean_tokens": rows[-1]["mean_tokens"] if rows else None,
+    }
+
+
 # The family, in build order. Each stage writes a complete checkpoint into `dest` (l2s.json included)
 # and returns its metrics for the manifest.
 STAGES: dict[str, Callable[[StageContext, Path], dict[str, Any]]] = {
     "base": build_base,
     "short": _build_sft("short", "short"),
     "long-sft": _build_sft("long", "long-sft"),
-    # "long": the full RL stage (Kimi k1.5 policy mirror descent) on long-sft goes here.
+    "long": build_long,
 }
 
 

@@ -6,6 +6,8 @@ a pico family in seconds for tests (its models are untrained noise; only the plu
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from l2s.config import Config
@@ -35,6 +37,10 @@ class Preset(Config):
     pretrain: TrainSpec = Field(description="base: causal LM on plain workload text")
     short: TrainSpec = Field(description="short: SFT from base on short traces")
     long_sft: TrainSpec = Field(description="long-sft: SFT from base on long traces")
+    rl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="long: the full RL stage on long-sft; RLConfig settings (l2s.rl.config) over its defaults",
+    )
 
 
 PRESETS: dict[str, Preset] = {
@@ -42,9 +48,20 @@ PRESETS: dict[str, Preset] = {
         name="default",
         size="nano",
         tokenizer_problems=3000,
-        pretrain=TrainSpec(problems=12_000, steps=600, batch_size=16, lr=5e-3, max_length=256),
+        pretrain=TrainSpec(problems=12_000, steps=700, batch_size=12, lr=3e-3, max_length=128),
         short=TrainSpec(problems=4000, steps=60, batch_size=32, lr=1e-3, max_length=64),
         long_sft=TrainSpec(problems=4000, steps=150, batch_size=16, lr=1e-3, max_length=384),
+        rl=dict(
+            iterations=30,
+            prompts_per_iteration=16,
+            k=8,
+            learning_rate=1e-4,
+            minibatch_prompts=8,
+            max_tokens=128,
+            curriculum_iterations=10,
+            save_every=5,
+            time_limit_minutes=6,
+        ),
     ),
     "tiny": Preset(
         name="tiny",
@@ -53,6 +70,16 @@ PRESETS: dict[str, Preset] = {
         pretrain=TrainSpec(problems=100, steps=2, batch_size=4, lr=1e-3, max_length=128, save_steps=1000),
         short=TrainSpec(problems=16, steps=2, batch_size=4, lr=1e-3, max_length=64, save_steps=1000),
         long_sft=TrainSpec(problems=16, steps=2, batch_size=4, lr=1e-3, max_length=384, save_steps=1000),
+        rl=dict(
+            iterations=2,
+            prompts_per_iteration=2,
+            k=2,
+            learning_rate=1e-3,
+            minibatch_prompts=2,
+            max_tokens=16,
+            train_problems=64,
+            save_every=1,
+        ),
     ),
 }
 

@@ -1,8 +1,11 @@
 """The embedded task `arith`: generated multi-step integer arithmetic, with long- and short-CoT traces.
 
-A problem is a chain such as `37 + 48 - 19` (difficulty = number of operations). Running totals stay
-in [0, MAX_TOTAL], so every intermediate result is a small non-negative integer that a tiny model can
-learn to compute one step at a time, but not all at once: that gap is the long/short trade-off.
+A problem is a chain of single-digit operations such as `3 + 5 - 2 + 4` (difficulty = number of
+operations). Running totals stay in [0, MAX_TOTAL] = [0, 9], so every step is one of about a hundred
+facts (`8 - 2 = 6`) that a tiny model learns quickly and applies one line at a time, while answering
+without the steps means composing them all in one forward pass, which it cannot: that gap is the
+long/short trade-off. (Two-digit totals were tried first: a 0.6M-parameter model on 2 CPU cores reached
+36% per-digit step accuracy after 2.5M tokens, far too slow to learn; single digits learn in minutes.)
 
 Splits are disjoint by construction: an expression's split is a hash of its canonical text, the same
 for every seed and difficulty, so no expression can ever be in both. Generation is seeded and
@@ -31,9 +34,9 @@ TEST_PERCENT = 20  # share of the expression space that is held out
 SPLIT_SIZE = {"train": 20_000, "test": 5_000}  # problems returned when n is None
 MIXED_DIFFICULTIES = (2, 3, 4, 5)  # operations per problem when no difficulty is asked for
 MAX_DIFFICULTY = 8
-FIRST_RANGE = (10, 99)  # first operand
-OPERAND_RANGE = (2, 9)  # every later operand
-MAX_TOTAL = 99  # running totals stay in [0, MAX_TOTAL]
+FIRST_RANGE = (0, 9)  # first operand
+OPERAND_RANGE = (1, 9)  # every later operand
+MAX_TOTAL = 9  # running totals stay in [0, MAX_TOTAL]
 
 # Probabilities of the optional parts of a long trace. Verification is above 1/2 on purpose: the
 # greedy long model then verifies (its most likely path), so its mean length carries the optional
@@ -142,18 +145,18 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     rewrite caught by a `wait, check:` line and fixed) and a closing recap. The final answer follows
     `</think>` (the format `l2s.grading` reads).
 
-    >>> p = Problem("x", "Compute 37 + 8 - 5. End with 'Answer: N'.", "40", 2)
+    >>> p = Problem("x", "Compute 3 + 5 - 2. End with 'Answer: N'.", "6", 2)
     >>> print(long_trace(p, random.Random(1)))
     <think>
-    Let me compute 37+8-5 left to right.
-    37+8-5
-    =45-5
-    =40
-    check: 40+5=45. ok
+    Let me compute 3+5-2 left to right.
+    3+5-2
+    =8-2
+    =6
+    check: 6+2=8. ok
     </think>
-    Answer: 40
+    Answer: 6
     >>> from l2s.grading import grade
-    >>> grade([long_trace(p, random.Random(s)) for s in range(20)], ["40"] * 20) == [True] * 20
+    >>> grade([long_trace(p, random.Random(s)) for s in range(20)], ["6"] * 20) == [True] * 20
     True
     >>> len({len(long_trace(p, random.Random(s))) for s in range(20)}) > 1
     True
@@ -169,7 +172,7 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
         new = _apply(total, op, b)
         rest = "".join(f"{o}{n}" for o, n in terms[i + 1 :])
         if rng.random() < P_SLIP:
-            wrong = new + rng.choice([d for d in (-10, -1, 1, 10) if new + d >= 0])
+            wrong = new + rng.choice([d for d in (-2, -1, 1, 2) if 0 <= new + d <= MAX_TOTAL])
             back = _apply(wrong, _inverse(op), b)
             lines.append(f"={wrong}{rest}")
             lines.append(f"wait, check: {wrong}{_inverse(op)}{b}={back}, not {total}. fix:")
