@@ -147,7 +147,6 @@ def ensure_writable(out: str | Path, *, force: bool = False) -> Path:
     return out
 
 
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -179,6 +178,7 @@ def sweep_stale_temps(out: str | Path) -> list[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
+
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, *, force: bool = False) -> Iterator[Path]:

@@ -42,6 +42,16 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "eval": {"max_tokens": 24},
 }
 
+# The default (embedded, 0.6M-parameter) family: the methods' defaults are sized for 7B models (tiny
+# learning rates, 10-minute RL); these fit the small models and keep quickstart's wall time bounded.
+DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
+    "sampling": {},
+    "shortest-rs": {"learning_rate": 3e-4},
+    "dpo": {"learning_rate": 1e-4},
+    "rl": {"learning_rate": 1e-4, "max_tokens": 64, "time_limit_minutes": 4},
+    "eval": {"max_tokens": 256},
+}
+
 
 def _done(path: Path) -> bool:
     return (path / "l2s.json").is_file() and (path / "config.json").is_file()
@@ -70,7 +80,7 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
     if unknown:
         raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from merge, shortest-rs, dpo, rl")
     tiny = cfg.preset == "tiny"
-    over = TINY_OVERRIDES if tiny else {k: {} for k in TINY_OVERRIDES}
+    over = TINY_OVERRIDES if tiny else DEFAULT_OVERRIDES
     out = Path(cfg.out).expanduser().resolve()
     models_dir = out / "models"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from l2s.tasks import Problem
 from l2s.tasks.arith import long_trace, short_trace
 
-PRETRAIN_LONG_SHARE = 0.7  # share of pretraining documents with a long trace (the rest: short)
+# Share of pretraining documents with a long trace (the rest: short). High, because the step-by-step
+# chain is what takes the base model's compute to learn; answering in the short style takes short's SFT
+# a few dozen steps.
+PRETRAIN_LONG_SHARE = 0.85
 
 
 def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:

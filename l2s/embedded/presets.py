@@ -22,7 +22,7 @@ class TrainSpec(Config):
     batch_size: int = Field(description="sequences per optimizer step")
     lr: float = Field(description="peak learning rate (linear warm-up, cosine decay)")
     warmup_steps: int = Field(default=10, description="linear warm-up steps")
-    max_length: int = Field(default=512, description="tokens per sequence (pretraining: packed block size)")
+    max_length: int = Field(default=512, description="tokens per sequence (longer ones are cut)")
     save_steps: int = Field(default=50, description="Trainer checkpoint interval, so a killed run resumes")
 
 
@@ -48,9 +48,9 @@ PRESETS: dict[str, Preset] = {
         name="default",
         size="nano",
         tokenizer_problems=3000,
-        pretrain=TrainSpec(problems=12_000, steps=700, batch_size=12, lr=3e-3, max_length=128),
+        pretrain=TrainSpec(problems=16_000, steps=900, batch_size=32, lr=3e-3, max_length=128),
         short=TrainSpec(problems=4000, steps=60, batch_size=32, lr=1e-3, max_length=64),
-        long_sft=TrainSpec(problems=4000, steps=150, batch_size=16, lr=1e-3, max_length=384),
+        long_sft=TrainSpec(problems=4000, steps=200, batch_size=16, lr=1e-3, max_length=384),
         rl=dict(
             iterations=30,
             prompts_per_iteration=16,
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {
             max_tokens=128,
             curriculum_iterations=10,
             save_every=5,
-            time_limit_minutes=6,
+            time_limit_minutes=3,
         ),
     ),
     "tiny": Preset(

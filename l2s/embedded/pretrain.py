@@ -13,17 +13,42 @@ from typing import Any
 from l2s.embedded.presets import TrainSpec
 
 
-def pack(token_lists: list[list[int]], eos_id: int, block: int) -> list[list[int]]:
-    """Concatenate token lists with `eos_id` after each and cut into full blocks (the tail is dropped).
+def documents_to_sequences(token_lists: list[list[int]], eos_id: int, max_length: int) -> list[list[int]]:
+    """One training sequence per document, `eos_id` appended, cut at `max_length`.
 
-    >>> pack([[1, 2], [3], [4, 5]], eos_id=0, block=3)  # 1 2 0 3 0 4 5 0: the last two are dropped
-    [[1, 2, 0], [3, 0, 4]]
+    Documents are not packed into shared blocks: with packing, attention reaches into the previous
+    documents, and the copy steps of the scratchpad (rewrite the line above) then learn from the wrong
+    expression. Measured on the default preset: held-out long-sft accuracy 25% packed (2M tokens).
+
+    >>> documents_to_sequences([[1, 2], [3, 4, 5, 6]], eos_id=0, max_length=4)
+    [[1, 2, 0], [3, 4, 5, 6]]
     """
-    flat: list[int] = []
-    for ids in token_lists:
-        flat += ids
-        flat.append(eos_id)
-    return [flat[i : i + block] for i in range(0, len(flat) - block + 1, block)]
+    return [(ids + [eos_id])[:max_length] for ids in token_lists]
+
+
+def length_bucketed(sequences: list[list[int]], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, then order so that each run of `batch_size` holds sequences of similar length (batches
+    then waste little compute on padding), in shuffled batch order. Seeded, so resumes see one order.
+
+    (transformers' own `group_by_length` sampler ran 8x slower per step here, for reasons not found.)
+
+    >>> seqs = [[0] * n for n in (5, 1, 4, 2, 3, 6)]
+    >>> out = length_bucketed(seqs, batch_size=2, seed=0)
+    >>> sorted(sorted(len(s) for s in out[i : i + 2]) for i in range(0, 6, 2))
+    [[1, 2], [3, 4], [5, 6]]
+    """
+    import random
+
+    rng = random.Random(f"buckets/{seed}")
+    order = list(range(len(sequences)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    chunk = batch_size * 64
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(sequences[i]))
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return [sequences[i] for batch in batches for i in batch]
 
 
 def training_args(spec: TrainSpec, work_dir: Path, seed: int, **extra: Any) -> dict[str, Any]:
@@ -78,10 +103,13 @@ def pretrain(
 
     set_seed(seed)
     ids = tokenizer(documents, add_special_tokens=False)["input_ids"]
-    blocks = pack(ids, tokenizer.eos_token_id, spec.max_length)
+    blocks = documents_to_sequences(ids, tokenizer.eos_token_id, spec.max_length)
     dataset = Dataset.from_dict({"input_ids": blocks})
     model = LlamaForCausalLM(llama_config(len(tokenizer), size, tokenizer, max_positions=1024))
-    args = TrainingArguments(**training_args(spec, work_dir, seed))
+    blocks = length_bucketed(blocks, spec.batch_size, seed)
+    # The order above is already shuffled and bucketed; the Trainer must keep it.
+    args = TrainingArguments(**training_args(spec, work_dir, seed, train_sampling_strategy="sequential"))
+    tokenizer.padding_side = "right"  # training pads after each document; generation (saved below) pads left
     trainer = Trainer(
         model=model,
         args=args,
@@ -95,6 +123,7 @@ def pretrain(
     result = trainer.train(resume_from_checkpoint=resume)
     with torch.no_grad():
         model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.padding_side = "left"
     tokenizer.save_pretrained(dest)
     GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
@@ -102,6 +131,6 @@ def pretrain(
     return {
         "train_loss": round(float(result.training_loss), 4),
         "steps": spec.steps,
-        "tokens": spec.steps * spec.batch_size * spec.max_length,
-        "blocks": len(blocks),
+        "documents": len(blocks),
+        "mean_tokens_per_document": round(sum(map(len, blocks)) / max(len(blocks), 1), 1),
     }

@@ -46,8 +46,10 @@ P_VERIFY = 0.6
 P_SLIP = 0.1  # a slipped step that the trace catches and corrects
 P_RECAP = 0.4
 
-_PROMPT = "Compute {expr}. End with 'Answer: N'."
-_PROMPT_RE = re.compile(r"Compute (.+?)\. End with")
+# Terse on purpose: every token between the expression and the trace's copy of it makes the copy harder
+# for a tiny model (the traces teach the "Answer: N" ending). Prompts of earlier versions still parse.
+_PROMPT = "Compute {expr}."
+_PROMPT_RE = re.compile(r"Compute ([^.]+)\.")
 _TERM_RE = re.compile(r"([+-])\s*(\d+)")
 
 
@@ -145,7 +147,7 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     rewrite caught by a `wait, check:` line and fixed) and a closing recap. The final answer follows
     `</think>` (the format `l2s.grading` reads).
 
-    >>> p = Problem("x", "Compute 3 + 5 - 2. End with 'Answer: N'.", "6", 2)
+    >>> p = Problem("x", "Compute 3+5-2.", "6", 2)
     >>> print(long_trace(p, random.Random(1)))
     <think>
     Let me compute 3+5-2 left to right.
@@ -268,7 +270,8 @@ class ArithTask:
             out.append(
                 Problem(
                     id=f"arith-{split}-{len(out):06d}",
-                    prompt=_PROMPT.format(expr=expr),
+                    # Spelled as in the traces (no spaces), so the scratchpad's first line is a plain copy.
+                    prompt=_PROMPT.format(expr=_compact(expr)),
                     answer=str(evaluate(expr)),
                     difficulty=ops,
                 )
