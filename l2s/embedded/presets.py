@@ -55,7 +55,9 @@ PRESETS: dict[str, Preset] = {
             iterations=30,
             prompts_per_iteration=16,
             k=8,
-            learning_rate=1e-4,
+            # Measured on this family (1000 held-out, greedy): 1e-4 took long-sft from 33.2% to 22.2%;
+            # 2e-5 left it at 30.6% (within noise). Neither is the +5 points issue 5 asks for yet.
+            learning_rate=2e-5,
             minibatch_prompts=8,
             max_tokens=128,
             curriculum_iterations=10,
