@@ -30,7 +30,9 @@ def length_bucketed(sequences: list[list[int]], batch_size: int, seed: int) -> l
     """Shuffle, then order so that each run of `batch_size` holds sequences of similar length (batches
     then waste little compute on padding), in shuffled batch order. Seeded, so resumes see one order.
 
-    (transformers' own `group_by_length` sampler ran 8x slower per step here, for reasons not found.)
+    This is what transformers' `group_by_length` sampler does; it is done by hand because that sampler
+    looked several times slower per step here — but that was measured while another training job shared
+    the two cores, so it is unconfirmed (worth re-measuring, then using the library's sampler).
 
     >>> seqs = [[0] * n for n in (5, 1, 4, 2, 3, 6)]
     >>> out = length_bucketed(seqs, batch_size=2, seed=0)
