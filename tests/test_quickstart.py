@@ -32,3 +32,20 @@ def test_quickstart_tiny_runs_every_step(tmp_path):
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert "reused" in r2.stdout and "merge: reused" in r2.stdout
     assert json.loads((out / "report.json").read_text())["models"].keys() == report["models"].keys()
+
+
+@pytest.mark.parametrize("preset", ["default", "tiny"])
+def test_quickstart_overrides_are_valid_method_settings(preset):
+    """The default preset's overrides are only exercised by `make quickstart` (too slow for a test):
+    check here that every key is a real setting of the config it goes to."""
+    from l2s.evaluate import EvalConfig
+    from l2s.methods import get_method
+    from l2s.methods.shortest_rs import ShortestRSConfig
+    from l2s.quickstart import DEFAULT_OVERRIDES, TINY_OVERRIDES
+
+    over = DEFAULT_OVERRIDES if preset == "default" else TINY_OVERRIDES
+    assert set(over) == {"sampling", "shortest-rs", "dpo", "rl", "eval"}
+    ShortestRSConfig(**over["sampling"])
+    for method in ("shortest-rs", "dpo", "rl"):
+        get_method(method).CONFIG(**over[method])
+    EvalConfig(models="long=x", out="run", **over["eval"])
