@@ -86,15 +86,31 @@ def last_checkpoint(work_dir: Path) -> str | None:
     return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
 
 
+def train_and_save(trainer: Any, tokenizer: Any, work_dir: Path, dest: Path) -> Any:
+    """Train (resuming from `work_dir`'s last Trainer checkpoint), then write `dest` as a complete
+    checkpoint: weights, tokenizer (left padding, for generation) and a generation config."""
+    from transformers import GenerationConfig
+
+    resume = last_checkpoint(work_dir)
+    if resume:
+        print(f"  resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(dest)
+    GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(dest)
+    return result
+
+
 def pretrain(
     tokenizer: Any, documents: list[str], size: str, spec: TrainSpec, seed: int, work_dir: Path, dest: Path
 ) -> dict[str, Any]:
     """Train a fresh Llama of shape `size` on `documents`; save model + tokenizer to `dest`."""
-    import torch
     from datasets import Dataset
     from transformers import (
         DataCollatorForLanguageModeling,
-        GenerationConfig,
         LlamaForCausalLM,
         Trainer,
         TrainingArguments,
@@ -119,17 +135,7 @@ def pretrain(
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
-    resume = last_checkpoint(work_dir)
-    if resume:
-        print(f"  resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
-    with torch.no_grad():
-        model.save_pretrained(dest, safe_serialization=True)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(dest)
-    GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    ).save_pretrained(dest)
+    result = train_and_save(trainer, tokenizer, work_dir, dest)
     return {
         "train_loss": round(float(result.training_loss), 4),
         "steps": spec.steps,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from l2s.embedded.presets import TrainSpec
-from l2s.embedded.pretrain import last_checkpoint, training_args
+from l2s.embedded.pretrain import train_and_save, training_args
 
 
 def sft(
@@ -18,7 +18,7 @@ def sft(
 ) -> dict[str, Any]:
     """Fine-tune the checkpoint `base` on `examples`; save model + tokenizer to `dest`."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
     set_seed(seed)
@@ -35,15 +35,7 @@ def sft(
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer
     )
-    resume = last_checkpoint(work_dir)
-    if resume:
-        print(f"  resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
-    model.save_pretrained(dest, safe_serialization=True)
-    tokenizer.save_pretrained(dest)
-    GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    ).save_pretrained(dest)
+    result = train_and_save(trainer, tokenizer, work_dir, dest)
     return {
         "train_loss": round(float(result.training_loss), 4),
         "steps": spec.steps,
