@@ -117,22 +117,13 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
 
 def build_long(ctx: StageContext, dest: Path) -> dict[str, Any]:
     """The full RL stage (Kimi k1.5 policy mirror descent, l2s rl) on long-sft."""
-    from l2s.config import load_config
-    from l2s.rl.config import RLConfig
+    from l2s.rl.config import full_stage
     from l2s.rl.trainer import run_rl
 
     # RL writes (and resumes) beside a stable folder in .work; the result then moves into `dest`.
     out = ctx.work_dir("long") / "out"
-    cfg = load_config(
-        RLConfig,
-        overrides={
-            **ctx.preset.rl,
-            "init": str(ctx.path("long-sft")),
-            "out": str(out),
-            "task": "arith",
-            "seed": ctx.seed,
-            "force": False,
-        },
+    cfg = full_stage(
+        **ctx.preset.rl, init=str(ctx.path("long-sft")), out=str(out), task="arith", seed=ctx.seed
     )
     if out.exists():  # finished earlier, killed before the move below
         shutil.rmtree(out)

@@ -39,7 +39,7 @@ class Preset(Config):
     long_sft: TrainSpec = Field(description="long-sft: SFT from base on long traces")
     rl: dict[str, Any] = Field(
         default_factory=dict,
-        description="long: the full RL stage on long-sft; RLConfig settings (l2s.rl.config) over its defaults",
+        description="long: the full RL stage on long-sft; settings over l2s.rl.config.FULL_STAGE (rl_full.yaml)",
     )
 
 
