@@ -16,9 +16,10 @@ from l2s.embedded.presets import TrainSpec
 def documents_to_sequences(token_lists: list[list[int]], eos_id: int, max_length: int) -> list[list[int]]:
     """One training sequence per document, `eos_id` appended, cut at `max_length`.
 
-    Documents are not packed into shared blocks: with packing, attention reaches into the previous
-    documents, and the copy steps of the scratchpad (rewrite the line above) then learn from the wrong
-    expression. Measured on the default preset: held-out long-sft accuracy 25% packed (2M tokens).
+    Documents are not packed into shared blocks: with packing, attention also reaches into the previous
+    documents, whose expressions the scratchpad's copy steps can then pick up by mistake. Measured on the
+    default preset (200 held-out problems): long-sft 25% packed vs 37% unpacked — but the unpacked run
+    also saw more real tokens per step, so the share due to packing alone is not known.
 
     >>> documents_to_sequences([[1, 2], [3, 4, 5, 6]], eos_id=0, max_length=4)
     [[1, 2, 0], [3, 4, 5, 6]]
