@@ -148,3 +148,21 @@ def test_presets_are_valid():
         assert SIZES[preset.size]["hidden_size"] // SIZES[preset.size]["num_attention_heads"] >= 32
     with pytest.raises(UserError, match="unknown preset"):
         init_family("/nonexistent-l2s-test", preset="nope")
+
+
+def test_long_stage_reuses_a_finished_rl_run_killed_before_its_move(tiny_family, tmp_path, monkeypatch):
+    """A kill between RL's end and the move into the family must not rerun RL."""
+    import l2s.rl.trainer
+    from l2s.embedded.build import StageContext, build_long
+
+    ctx = StageContext(tmp_path / "family", get_preset("tiny"))
+    shutil.copytree(tiny_family[0] / "long-sft", ctx.path("long-sft"))
+    finished = ctx.work_dir("long") / "out"
+    shutil.copytree(tiny_family[0] / "long", finished)  # what a finished run_rl leaves there
+    monkeypatch.setattr(l2s.rl.trainer, "run_rl", lambda cfg: pytest.fail("RL ran again"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    metrics = build_long(ctx, dest)
+    validate_checkpoint(dest)
+    assert metrics["iterations"] == 2
+    assert not any(finished.iterdir())  # everything moved into dest

@@ -115,6 +115,18 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
     return build
 
 
+def _rl_finished(out: Path) -> bool:
+    """`run_rl` writes `out` atomically, so a valid checkpoint there is a finished run (unless a killed
+    move below took some of its files: then it no longer validates, and RL runs again)."""
+    if not (out / "metrics.jsonl").is_file():
+        return False
+    try:
+        validate_checkpoint(out)
+    except UserError:
+        return False
+    return True
+
+
 def build_long(ctx: StageContext, dest: Path) -> dict[str, Any]:
     """The full RL stage (Kimi k1.5 policy mirror descent, l2s rl) on long-sft."""
     from l2s.rl.config import full_stage
@@ -125,9 +137,9 @@ def build_long(ctx: StageContext, dest: Path) -> dict[str, Any]:
     cfg = full_stage(
         **ctx.preset.rl, init=str(ctx.path("long-sft")), out=str(out), task="arith", seed=ctx.seed
     )
-    if out.exists():  # finished earlier, killed before the move below
-        shutil.rmtree(out)
-    run_rl(cfg)
+    if not _rl_finished(out):  # else: finished earlier, killed before the move below
+        shutil.rmtree(out, ignore_errors=True)
+        run_rl(cfg)
     for item in out.iterdir():
         shutil.move(str(item), dest / item.name)
     rows = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
