@@ -116,7 +116,10 @@ def pareto_figure(report: dict[str, Any]):
         )
     if "short" in models:
         ax.axhline(models["short"]["accuracy"], ls="--", lw=1, color="grey", label="short (floor)")
+    # Models at the same point (a merge that answers exactly like short, say) share one label.
+    labels: dict[tuple[float, float], list[str]] = {}
     for name, m in models.items():
+        labels.setdefault((round(m["mean_tokens"], 1), round(m["accuracy"], 4)), []).append(name)
         method = m.get("method") or name
         lo, hi = m["accuracy_ci95"]
         ax.errorbar(
@@ -127,8 +130,9 @@ def pareto_figure(report: dict[str, Any]):
             capsize=3,
             color=color(method),
         )
+    for (tokens, accuracy), names in labels.items():
         ax.annotate(
-            name, (m["mean_tokens"], m["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8
+            " = ".join(names), (tokens, accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     if "auto" in report:
         a = report["auto"]
