@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from l2s.config import validation_message
 from l2s.server.schemas import ErrorInfo, ErrorResponse
 
 log = logging.getLogger("l2s.server")
@@ -83,7 +84,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[int, str, str | N
     if first.get("type") == "missing" and not loc:
         return 400, "request body is missing; send a JSON object", None
     param = ".".join(loc) or None
-    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    msg = validation_message(first)
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return 422, f"{param}: {msg}{more}" if param else f"{msg}{more}", param
 
