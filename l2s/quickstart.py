@@ -42,7 +42,7 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "eval": {"max_tokens": 24},
 }
 
-# The default (embedded, 0.6M-parameter) family: the methods' defaults are sized for 7B models (tiny
+# The default (embedded, 0.5M-parameter) family: the methods' defaults are sized for 7B models (tiny
 # learning rates, 10-minute RL); these fit the small models and keep quickstart's wall time bounded.
 # Measured with 512 train prompts x 8 samples and 4-minute RL: 27.5 min after the family was built
 # (samples 522 s, shortest-rs 56 s, dpo 351 s, rl 248 s, eval of 11 models 461 s, other jobs sharing

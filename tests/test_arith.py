@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import statistics
 
 import pytest
@@ -16,6 +17,7 @@ from l2s.tasks.arith import (
     canonical,
     evaluate,
     long_trace,
+    parse_expr,
     short_trace,
     split_of,
 )
@@ -99,28 +101,51 @@ def test_long_traces_vary_and_short_is_shorter():
 
 
 def test_every_step_of_a_long_trace_is_true_or_corrected():
-    """The scratchpad copies the expression, then each `=...` line rewrites the line above with one
-    operation done, so every line has the problem's value, except a slip, which the next line catches
-    ("wait, check: ... fix:")."""
+    """The chain writes the first number, then one `<op><n>=<total>` line per operation in the prompt's
+    order; every total is right, except a slip, which the next line catches ("wait, check: ... fix:")."""
     rng = random.Random(1)
     slips = 0
     for p in ArithTask().problems("train", 300):
         lines = split_reasoning(long_trace(p, rng))[0].splitlines()
-        for i, line in enumerate(lines):
-            if line[0].isdigit() or line.startswith("="):
-                expr = line.lstrip("=").replace("+", " + ").replace("-", " - ")
-                if evaluate(expr) != int(p.answer):
-                    slips += 1
-                    assert lines[i + 1].startswith("wait, check:") and lines[i + 1].endswith("fix:")
+        first, terms = parse_expr(_expr(p))
+        chain = [i for i, line in enumerate(lines) if line.isdigit() or re.fullmatch(r"[+-]\d=\d", line)]
+        assert lines[chain[0]] == str(first)
+        total, todo = first, list(terms)
+        for i in chain[1:]:
+            op, n, result = lines[i][0], int(lines[i][1]), int(lines[i][3])
+            assert (op, n) == todo[0]
+            want = total + n if op == "+" else total - n
+            if result != want:
+                slips += 1
+                assert lines[i + 1].startswith("wait, check:") and lines[i + 1].endswith("fix:")
+                continue
+            total, todo = want, todo[1:]
+        assert todo == [] and total == int(p.answer)
     assert slips > 0
 
 
-def test_optional_parts_are_about_half_of_a_long_trace():
-    """The essential chain vs the whole trace, in characters (tokens follow characters closely)."""
+def test_no_operation_repeats_within_an_expression():
+    for p in ArithTask(difficulty=8).problems("train", 200):
+        terms = parse_expr(_expr(p))[1]
+        assert len(terms) == len(set(terms))
+
+
+def test_optional_parts_are_most_of_a_long_trace():
+    """The essential chain vs the whole reasoning, in the embedded tokenizer's tokens: the optional
+    parts (what long2short methods may remove) are about two thirds."""
+    from l2s.embedded.corpus import tokenizer_corpus
+    from l2s.embedded.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(tokenizer_corpus(ArithTask().problems("train", 300), seed=0))
     rng = random.Random(2)
     shares = []
     for p in ArithTask().problems("train", 300):
-        reasoning = split_reasoning(long_trace(p, rng))[0]
-        essential = sum(len(x) + 1 for x in reasoning.splitlines() if x[0].isdigit() or x.startswith("="))
-        shares.append(essential / len(reasoning))
-    assert 0.3 <= statistics.mean(shares) <= 0.7
+        lines = split_reasoning(long_trace(p, rng))[0].splitlines()
+        n_tokens = [len(tok(line + "\n")["input_ids"]) for line in lines]
+        essential = [
+            n
+            for line, n in zip(lines, n_tokens, strict=True)
+            if line.isdigit() or re.fullmatch(r"[+-]\d=\d", line)
+        ]
+        shares.append(sum(essential) / sum(n_tokens))
+    assert 0.25 <= statistics.mean(shares) <= 0.45, statistics.mean(shares)

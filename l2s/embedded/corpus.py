@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from l2s.tasks import Problem
 from l2s.tasks.arith import long_trace, short_trace
 
-# Share of pretraining documents with a long trace (the rest: short). High, because the step-by-step
-# chain is what takes the base model's compute to learn; answering in the short style takes short's SFT
-# a few dozen steps.
-PRETRAIN_LONG_SHARE = 0.85
+# Share of pretraining documents with a long trace (the rest: short). All of them: the step-by-step chain
+# is what takes the base model's compute to learn (it is learned abruptly, after several hundred steps,
+# and with 15% short documents three default builds had not learned it by step 1300-1500), while
+# answering in the short style takes short's SFT a few dozen steps.
+PRETRAIN_LONG_SHARE = 1.0
 
 
 def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
@@ -47,7 +48,7 @@ def pretrain_documents(problems: Sequence[Problem], seed: int) -> list[str]:
     >>> docs = pretrain_documents(ArithTask().problems("train", 50), seed=0)
     >>> all(d.startswith("Compute") and "</think>" in d for d in docs)
     True
-    >>> 0 < sum("check" in d or "=" in d.split("</think>")[0] for d in docs) < 50
+    >>> sum("=" in d.split("</think>")[0] for d in docs) == round(50 * PRETRAIN_LONG_SHARE)
     True
     """
     rng = random.Random(f"pretrain/{seed}")

@@ -22,6 +22,10 @@ class TrainSpec(Config):
     batch_size: int = Field(description="sequences per optimizer step")
     lr: float = Field(description="peak learning rate (linear warm-up, cosine decay)")
     warmup_steps: int = Field(default=10, description="linear warm-up steps")
+    decay_steps: int | None = Field(
+        default=None,
+        description="None: cosine decay over all steps; N: constant after warm-up, cosine decay over the last N",
+    )
     max_length: int = Field(default=512, description="tokens per sequence (longer ones are cut)")
     save_steps: int = Field(default=50, description="Trainer checkpoint interval, so a killed run resumes")
 
@@ -48,21 +52,35 @@ PRESETS: dict[str, Preset] = {
         name="default",
         size="nano",
         tokenizer_problems=3000,
-        pretrain=TrainSpec(problems=16_000, steps=900, batch_size=32, lr=3e-3, max_length=128),
+        # The running-total trace (arith.py) is learned abruptly, once an induction lookup forms. A
+        # hand-written from-scratch loop on chat-formatted traces learned it by step ~850 (batch 16, lr
+        # 5e-3; see model.SIZES); through this Trainer pipeline it comes later and varies: cosine decay
+        # over 1300 steps never got there; this setting (constant, last 300 of 1500 steps decayed) was
+        # halfway (long-sft 44% on 300 held-out); 2000 steps on 32k problems did not get there at all.
+        # Making this reliable is open work (issue 3 note).
+        pretrain=TrainSpec(
+            problems=24_000,
+            steps=1500,
+            batch_size=16,
+            lr=5e-3,
+            warmup_steps=30,
+            decay_steps=300,
+            max_length=128,
+        ),
         short=TrainSpec(problems=4000, steps=60, batch_size=32, lr=1e-3, max_length=64),
-        long_sft=TrainSpec(problems=4000, steps=200, batch_size=16, lr=1e-3, max_length=384),
+        long_sft=TrainSpec(problems=4000, steps=100, batch_size=16, lr=1e-3, max_length=384),
         rl=dict(
             iterations=30,
             prompts_per_iteration=16,
             k=8,
-            # Measured on this family (1000 held-out, greedy): 1e-4 took long-sft from 33.2% to 22.2%;
-            # 2e-5 left it at 30.6% (within noise). Neither is the +5 points issue 5 asks for yet.
+            # Measured on the previous workload's family (1000 held-out, greedy): 1e-4 took long-sft
+            # from 33.2% to 22.2%; 2e-5 left it at 30.6% (within noise). Not re-tuned since.
             learning_rate=2e-5,
             minibatch_prompts=8,
             max_tokens=128,
             curriculum_iterations=10,
             save_every=5,
-            time_limit_minutes=3,
+            time_limit_minutes=2,
         ),
     ),
     "tiny": Preset(

@@ -1,8 +1,7 @@
-"""Pretrain the embedded base model: a causal LM on packed plain-text documents, via transformers' Trainer.
+"""Pretrain the embedded base model: a causal LM on plain-text documents, via transformers' Trainer.
 
-Documents are joined with the EOS token and cut into fixed blocks (as transformers' `run_clm` example
-does), so no compute is spent on padding. Trainer checkpoints go to `work_dir`; a killed run resumes
-from the last one. Only the packing is ours.
+One padded sequence per document (see `documents_to_sequences`), in the Trainer's shuffled order.
+Trainer checkpoints go to `work_dir`; a killed run resumes from the last one.
 """
 
 from __future__ import annotations
@@ -27,41 +26,18 @@ def documents_to_sequences(token_lists: list[list[int]], eos_id: int, max_length
     return [(ids + [eos_id])[:max_length] for ids in token_lists]
 
 
-def length_bucketed(sequences: list[list[int]], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffle, then order so that each run of `batch_size` holds sequences of similar length (batches
-    then waste little compute on padding), in shuffled batch order. Seeded, so resumes see one order.
-
-    This is what transformers' `group_by_length` sampler does; it is done by hand because that sampler
-    looked several times slower per step here — but that was measured while another training job shared
-    the two cores, so it is unconfirmed (worth re-measuring, then using the library's sampler).
-
-    >>> seqs = [[0] * n for n in (5, 1, 4, 2, 3, 6)]
-    >>> out = length_bucketed(seqs, batch_size=2, seed=0)
-    >>> sorted(sorted(len(s) for s in out[i : i + 2]) for i in range(0, 6, 2))
-    [[1, 2], [3, 4], [5, 6]]
-    """
-    import random
-
-    rng = random.Random(f"buckets/{seed}")
-    order = list(range(len(sequences)))
-    rng.shuffle(order)
-    batches: list[list[int]] = []
-    chunk = batch_size * 64
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lambda i: len(sequences[i]))
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return [sequences[i] for batch in batches for i in batch]
-
-
 def training_args(spec: TrainSpec, work_dir: Path, seed: int, **extra: Any) -> dict[str, Any]:
     """TrainingArguments shared by pretraining and SFT: CPU, fp32, seeded, resumable, no trackers."""
+    schedule: dict[str, Any] = dict(lr_scheduler_type="cosine")
+    if spec.decay_steps:
+        schedule = dict(
+            lr_scheduler_type="warmup_stable_decay", lr_scheduler_kwargs={"num_decay_steps": spec.decay_steps}
+        )
     return dict(
         output_dir=str(work_dir),
         max_steps=spec.steps,
         per_device_train_batch_size=spec.batch_size,
         learning_rate=spec.lr,
-        lr_scheduler_type="cosine",
         warmup_steps=spec.warmup_steps,
         weight_decay=0.01,
         adam_beta2=0.98,
@@ -76,6 +52,7 @@ def training_args(spec: TrainSpec, work_dir: Path, seed: int, **extra: Any) -> d
         bf16=False,
         report_to="none",
         dataloader_num_workers=0,
+        **schedule,
         **extra,
     )
 
@@ -125,9 +102,7 @@ def pretrain(
     blocks = documents_to_sequences(ids, tokenizer.eos_token_id, spec.max_length)
     dataset = Dataset.from_dict({"input_ids": blocks})
     model = LlamaForCausalLM(llama_config(len(tokenizer), size, tokenizer, max_positions=1024))
-    blocks = length_bucketed(blocks, spec.batch_size, seed)
-    # The order above is already shuffled and bucketed; the Trainer must keep it.
-    args = TrainingArguments(**training_args(spec, work_dir, seed, train_sampling_strategy="sequential"))
+    args = TrainingArguments(**training_args(spec, work_dir, seed))
     tokenizer.padding_side = "right"  # training pads after each document; generation (saved below) pads left
     trainer = Trainer(
         model=model,

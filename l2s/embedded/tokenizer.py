@@ -3,7 +3,10 @@
 Built with the `tokenizers` library (trained on the workload's own text, so it needs no hub) and saved
 as an ordinary `PreTrainedTokenizerFast` (tokenizer.json + tokenizer_config.json + chat_template.jinja)
 that transformers and vLLM load unchanged. Digits are split one per token, so numbers have a regular
-shape for a tiny model; byte-level coverage means any text round-trips, not just the workload's.
+shape for a tiny model, while each arith operation (`+5`, `-2`) is one token (an added token, matched
+before BPE): the trace's step "which operation comes next" is then one token's lookup, which a tiny model
+learns far faster than a two-token one. Byte-level coverage means any text round-trips, not just the
+workload's.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterable
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>", "<think>", "</think>"]
 EOS, PAD, BOS = "<|im_end|>", "<|pad|>", "<|im_start|>"
+OPERATION_TOKENS = [f"{op}{d}" for op in "+-" for d in range(10)]
 
 # Qwen/ChatML layout. The assistant turn is left open for generation; reasoning goes in <think>…</think>.
 CHAT_TEMPLATE = (
@@ -33,6 +37,10 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 384):
     ['1', '2', '3']
     >>> tok.decode(tok("héllo wörld ✓")["input_ids"])
     'héllo wörld ✓'
+    >>> tok.convert_ids_to_tokens(tok("3+5-2=6")["input_ids"])
+    ['3', '+5', '-2', '=', '6']
+    >>> tok.decode(tok("3+5-20")["input_ids"])
+    '3+5-20'
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -65,5 +73,6 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 384):
         model_max_length=4096,
         padding_side="left",
     )
+    tok.add_tokens(OPERATION_TOKENS)
     tok.chat_template = CHAT_TEMPLATE
     return tok

@@ -1,11 +1,11 @@
 """The embedded task `arith`: generated multi-step integer arithmetic, with long- and short-CoT traces.
 
 A problem is a chain of single-digit operations such as `3 + 5 - 2 + 4` (difficulty = number of
-operations). Running totals stay in [0, MAX_TOTAL] = [0, 9], so every step is one of about a hundred
+operations). Running totals stay in [0, MAX_TOTAL] = [0, 9], so every step is one of under two hundred
 facts (`8 - 2 = 6`) that a tiny model learns quickly and applies one line at a time, while answering
 without the steps means composing them all in one forward pass, which it cannot: that gap is the
-long/short trade-off. (Two-digit totals were tried first: a 0.6M-parameter model on 2 CPU cores reached
-36% per-digit step accuracy after 2.5M tokens, far too slow to learn; single digits learn in minutes.)
+long/short trade-off. No operation appears twice in one expression (`+5 ... +5`), so "the operation
+after the one just done" is never ambiguous (see `long_trace`).
 
 Splits are disjoint by construction: an expression's split is a hash of its canonical text, the same
 for every seed and difficulty, so no expression can ever be in both. Generation is seeded and
@@ -13,11 +13,17 @@ prefix-stable (`problems(split, 100)` is the first 100 of `problems(split, 1000)
 
 Traces (the assistant completions the embedded family is trained on) are written here by hand: this
 is the workload's definition, no library generates it.
-- `long_trace`: the essential step-by-step chain (it carries the accuracy) plus optional parts drawn
+- `long_trace`: the essential running-total chain (it carries the accuracy) plus optional parts drawn
   at random (restating the problem, "check:" verifications, "wait" self-corrections of a slipped
-  step, a recap), so the long model's length varies for one prompt. The optional parts are about half
+  step, a recap), so the long model's length varies for one prompt. The optional parts are about two thirds
   of a trace's tokens: what long2short methods can remove without losing accuracy.
 - `short_trace`: the answer with an empty think block.
+
+History, measured on 2 CPU cores with the then 3-layer, 0.7M-parameter `nano` model (held-out greedy accuracy): two-digit
+totals reached 36% per-digit step accuracy after 2.5M tokens; a scratchpad that rewrote the whole
+remaining expression each line (`=8-2+4`) reached 33% in the shipped preset, its errors mostly copy
+errors; this running-total chain (`-2=6`, operations as single tokens, no repeated operation) went from
+15% to 98% between optimizer steps 700 and 1800 of one from-scratch run.
 """
 
 from __future__ import annotations
@@ -95,17 +101,6 @@ def _apply(total: int, op: str, n: int) -> int:
     return total + n if op == "+" else total - n
 
 
-def _steps(expr: str) -> list[tuple[int, str, int, int]]:
-    """[(left, op, right, result), ...] — the essential chain of an expression."""
-    total, terms = parse_expr(expr)
-    out = []
-    for op, n in terms:
-        new = _apply(total, op, n)
-        out.append((total, op, n, new))
-        total = new
-    return out
-
-
 def _expr_of(problem: Problem) -> str:
     m = _PROMPT_RE.search(problem.prompt)
     if m is None:
@@ -134,27 +129,25 @@ def _compact(expr: str) -> str:
     return expr.replace(" ", "")
 
 
-def _inverse(op: str) -> str:
-    return "-" if op == "+" else "+"
-
-
 def long_trace(problem: Problem, rng: random.Random) -> str:
-    """A long-CoT completion: the step-by-step chain plus optional parts drawn from `rng`.
+    """A long-CoT completion: the running-total chain plus optional parts drawn from `rng`.
 
-    The essential chain is a scratchpad: copy the expression, then rewrite it with its first operation
-    done, until one number is left (each line is computed from the line above alone). Optional parts:
-    an opening that restates the task, `check:` lines that undo the step just taken, slips (a wrong
-    rewrite caught by a `wait, check:` line and fixed) and a closing recap. The final answer follows
-    `</think>` (the format `l2s.grading` reads).
+    The essential chain writes the first number, then one line per operation: the operation and the
+    new total (`-2=6`). Each line needs only the line above (its total) and the operation that follows,
+    in the prompt, the one the line above did — a lookup a tiny model learns in minutes, since no
+    operation repeats within an expression. Optional parts: an opening that restates the task,
+    `check:` lines that redo the step from the previous total, slips (a wrong total caught by a
+    `wait, check:` line and fixed) and a closing recap. The final answer follows `</think>` (the format
+    `l2s.grading` reads).
 
     >>> p = Problem("x", "Compute 3+5-2.", "6", 2)
     >>> print(long_trace(p, random.Random(1)))
     <think>
     Let me compute 3+5-2 left to right.
-    3+5-2
-    =8-2
-    =6
-    check: 6+2=8. ok
+    3
+    +5=8
+    -2=6
+    check: 8-2=6. ok
     </think>
     Answer: 6
     >>> from l2s.grading import grade
@@ -168,19 +161,17 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     lines = []
     if rng.random() < P_RESTATE:
         lines.append(f"Let me compute {expr} left to right.")
-    lines.append(expr)
+    lines.append(str(first))
     total = first
-    for i, (op, b) in enumerate(terms):
+    for op, b in terms:
         new = _apply(total, op, b)
-        rest = "".join(f"{o}{n}" for o, n in terms[i + 1 :])
         if rng.random() < P_SLIP:
             wrong = new + rng.choice([d for d in (-2, -1, 1, 2) if 0 <= new + d <= MAX_TOTAL])
-            back = _apply(wrong, _inverse(op), b)
-            lines.append(f"={wrong}{rest}")
-            lines.append(f"wait, check: {wrong}{_inverse(op)}{b}={back}, not {total}. fix:")
-        lines.append(f"={new}{rest}")
+            lines.append(f"{op}{b}={wrong}")
+            lines.append(f"wait, check: {total}{op}{b}={new}, not {wrong}. fix:")
+        lines.append(f"{op}{b}={new}")
         if rng.random() < P_VERIFY:
-            lines.append(f"check: {new}{_inverse(op)}{b}={total}. ok")
+            lines.append(f"check: {total}{op}{b}={new}. ok")
         total = new
     if rng.random() < P_RECAP:
         lines.append(f"So {expr}={total}.")
@@ -197,20 +188,36 @@ def short_trace(problem: Problem) -> str:
 
 
 def _draw_expr(rng: random.Random, ops: int) -> str:
-    """A random chain of `ops` operations whose running totals stay in [0, MAX_TOTAL]."""
+    """A random chain of `ops` distinct operations whose running totals stay in [0, MAX_TOTAL].
+
+    >>> e = _draw_expr(random.Random(0), 8)
+    >>> terms = parse_expr(e)[1]
+    >>> len(terms) == len(set(terms)) == 8
+    True
+    """
     lo, hi = OPERAND_RANGE
-    total = rng.randint(*FIRST_RANGE)
-    parts = [str(total)]
-    for _ in range(ops):
-        op = rng.choice("+-")
-        room = MAX_TOTAL - total if op == "+" else total
-        if room < lo:  # this operation would leave [0, MAX_TOTAL] for every operand: take the other
-            op = "-" if op == "+" else "+"
-            room = MAX_TOTAL - total if op == "+" else total
-        n = rng.randint(lo, min(hi, room))
-        total = _apply(total, op, n)
-        parts.append(f"{op} {n}")
-    return " ".join(parts)
+    while True:  # a dead end (every allowed operation already used) is rare: draw again
+        total = rng.randint(*FIRST_RANGE)
+        parts, used = [str(total)], set()
+        for _ in range(ops):
+            fits = {
+                op: [
+                    n
+                    for n in range(lo, hi + 1)
+                    if (op, n) not in used and 0 <= _apply(total, op, n) <= MAX_TOTAL
+                ]
+                for op in "+-"
+            }
+            open_ops = [op for op in "+-" if fits[op]]
+            if not open_ops:
+                break
+            op = rng.choice(open_ops)
+            n = rng.choice(fits[op])
+            used.add((op, n))
+            total = _apply(total, op, n)
+            parts.append(f"{op} {n}")
+        else:
+            return " ".join(parts)
 
 
 class ArithTask:
