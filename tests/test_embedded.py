@@ -166,3 +166,30 @@ def test_long_stage_reuses_a_finished_rl_run_killed_before_its_move(tiny_family,
     validate_checkpoint(dest)
     assert metrics["iterations"] == 2
     assert not any(finished.iterdir())  # everything moved into dest
+
+
+def test_decay_steps_selects_warmup_stable_decay(tmp_path):
+    """`decay_steps` keeps the lr constant after warm-up and decays over the last N steps only."""
+    import torch
+    from transformers import TrainingArguments
+
+    from l2s.embedded.presets import TrainSpec
+    from l2s.embedded.pretrain import training_args
+
+    spec = TrainSpec(problems=1, steps=100, batch_size=1, lr=1.0, warmup_steps=10, decay_steps=20)
+    args = TrainingArguments(**training_args(spec, tmp_path, seed=0))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = args.lr_scheduler_type
+    from transformers.optimization import get_scheduler
+
+    s = get_scheduler(sched, opt, 10, 100, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    assert lrs[10:80] == [1.0] * 70 and lrs[99] < 0.05
+    plain = TrainingArguments(
+        **training_args(spec.model_copy(update={"decay_steps": None}), tmp_path, seed=0)
+    )
+    assert plain.lr_scheduler_type == "cosine"
