@@ -172,6 +172,7 @@ def test_decay_steps_selects_warmup_stable_decay(tmp_path):
     """`decay_steps` keeps the lr constant after warm-up and decays over the last N steps only."""
     import torch
     from transformers import TrainingArguments
+    from transformers.optimization import get_scheduler
 
     from l2s.embedded.presets import TrainSpec
     from l2s.embedded.pretrain import training_args
@@ -179,10 +180,13 @@ def test_decay_steps_selects_warmup_stable_decay(tmp_path):
     spec = TrainSpec(problems=1, steps=100, batch_size=1, lr=1.0, warmup_steps=10, decay_steps=20)
     args = TrainingArguments(**training_args(spec, tmp_path, seed=0))
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = args.lr_scheduler_type
-    from transformers.optimization import get_scheduler
-
-    s = get_scheduler(sched, opt, 10, 100, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    s = get_scheduler(
+        args.lr_scheduler_type,
+        opt,
+        spec.warmup_steps,
+        spec.steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
