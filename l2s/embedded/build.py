@@ -2,7 +2,7 @@
 
     out/
       l2s-cache.json   manifest: marks the folder as an l2s cache; preset, seed, finished stages
-      base/            Llama pretrained on plain workload text (tokenizer built here, shared by all)
+      base/            Llama pretrained on chat-formatted workload text (tokenizer built here, shared by all)
       short/           SFT from base on short traces
       long-sft/        SFT from base on long traces
       long/            the full RL stage (Kimi k1.5, `l2s rl`) on long-sft: the family's long-CoT model
@@ -77,13 +77,13 @@ def _tokenizer(ctx: StageContext):
 
 
 def build_base(ctx: StageContext, dest: Path) -> dict[str, Any]:
-    """Tokenizer + a fresh Llama pretrained (causal LM) on plain-text problems and traces."""
+    """Tokenizer + a fresh Llama pretrained (causal LM) on chat-formatted problems and long traces."""
     from l2s.embedded.corpus import pretrain_documents
     from l2s.embedded.pretrain import pretrain
 
     spec = ctx.preset.pretrain
     tok = _tokenizer(ctx)
-    docs = pretrain_documents(_problems(ctx, spec.problems), ctx.seed)
+    docs = pretrain_documents(_problems(ctx, spec.problems), ctx.seed, tok)
     metrics = pretrain(tok, docs, ctx.preset.size, spec, ctx.seed, ctx.work_dir("base"), dest)
     write_provenance(
         dest,

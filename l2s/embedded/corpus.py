@@ -1,10 +1,13 @@
 """The text the embedded family learns from, made from `arith` train problems and traces.
 
-- Pretraining documents are plain text, no chat template: a problem's prompt followed by a long trace
-  or by a short one (as a web corpus holds both worked solutions and bare answers). The base model
-  thus learns the workload's language and arithmetic; SFT then only has to teach the chat turn and
-  one answer style. Both SFT models start from this one base, so their weights share an ancestor
-  (what makes merging them meaningful).
+- Pretraining documents are chat turns (the family's template): a user turn with the prompt and an
+  assistant turn with a long trace. The base model thus learns the workload's language, arithmetic and
+  the step-by-step chain; SFT then teaches one answer style (short's SFT a few dozen steps to answer
+  bare). Both SFT models start from this one base, so their weights share an ancestor (what makes
+  merging them meaningful). Chat turns rather than plain "prompt\ntrace" text because the chain's lookup
+  step was learned sooner in that form: through the same Trainer, batch 16, lr 5e-3, 200 held-out
+  problems evaluated on base directly, chat documents reached 54% at step 1050 and 75% at step 1200,
+  while plain documents stopped halfway at step 1500 (long-sft 47% after SFT) in session 3's runs.
 - SFT examples are TRL's conversational prompt-completion records, so `SFTTrainer` renders them with
   the chat template and computes the loss on the completion only.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from l2s.tasks import Problem
 from l2s.tasks.arith import long_trace, short_trace
@@ -41,12 +45,15 @@ def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
     return out
 
 
-def pretrain_documents(problems: Sequence[Problem], seed: int) -> list[str]:
-    """One plain-text document per problem: the prompt, a newline, then a long or a short trace.
+def pretrain_documents(problems: Sequence[Problem], seed: int, tokenizer: Any) -> list[str]:
+    """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
+    (or, for 1 - PRETRAIN_LONG_SHARE of them, a short) trace. The caller appends the end-of-turn token.
 
     >>> from l2s.tasks.arith import ArithTask
-    >>> docs = pretrain_documents(ArithTask().problems("train", 50), seed=0)
-    >>> all(d.startswith("Compute") and "</think>" in d for d in docs)
+    >>> from l2s.embedded.tokenizer import build_tokenizer
+    >>> problems = ArithTask().problems("train", 50)
+    >>> docs = pretrain_documents(problems, seed=0, tokenizer=build_tokenizer(tokenizer_corpus(problems, 0)))
+    >>> docs[0].startswith("<|im_start|>user\\nCompute") and "<|im_start|>assistant\\n<think>" in docs[0]
     True
     >>> sum("=" in d.split("</think>")[0] for d in docs) == round(50 * PRETRAIN_LONG_SHARE)
     True
@@ -55,7 +62,10 @@ def pretrain_documents(problems: Sequence[Problem], seed: int) -> list[str]:
     docs = []
     for p in problems:
         trace = long_trace(p, rng) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
-        docs.append(f"{p.prompt}\n{trace}")
+        turn = tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
+        )
+        docs.append(turn + trace)
     return docs
 
 

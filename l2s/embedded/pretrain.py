@@ -1,4 +1,4 @@
-"""Pretrain the embedded base model: a causal LM on plain-text documents, via transformers' Trainer.
+"""Pretrain the embedded base model: a causal LM on text documents, via transformers' Trainer.
 
 One padded sequence per document (see `documents_to_sequences`), in the Trainer's shuffled order.
 Trainer checkpoints go to `work_dir`; a killed run resumes from the last one.
