@@ -22,12 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = Path(os.path.expanduser(os.environ.get("L2S_CACHE", "~/.cache/l2s/embedded")))
 
 
-def train(config: Path, init: Path, out: Path, threads: int | None) -> tuple[Path, dict]:
+def train(
+    config: Path, init: Path, out: Path, threads: int | None, learning_rate: float | None = None
+) -> tuple[Path, dict]:
     from l2s.config import load_config
     from l2s.rl.config import RLConfig
     from l2s.rl.trainer import run_rl
 
-    cfg = load_config(RLConfig, config, {"init": str(init), "out": str(out), "threads": threads})
+    flags = {"init": str(init), "out": str(out), "threads": threads}
+    if learning_rate is not None:
+        flags["learning_rate"] = learning_rate
+    cfg = load_config(RLConfig, config, flags)
     if not out.exists():
         load = os.getloadavg()
         t = time.perf_counter()
@@ -38,11 +43,11 @@ def train(config: Path, init: Path, out: Path, threads: int | None) -> tuple[Pat
     return out, metrics
 
 
-def evaluate(models: dict[str, Path], n: int, out: Path) -> dict:
+def evaluate(models: dict[str, Path], n: int, out: Path, temperature: float = 0.0) -> dict:
     from l2s.evaluate import EvalConfig, run
 
     spec = ",".join(f"{name}={path}" for name, path in models.items())
-    run(EvalConfig(models=spec, n=n, temperature=0.0, max_tokens=512, out=str(out), batch_size=200))
+    run(EvalConfig(models=spec, n=n, temperature=temperature, max_tokens=512, out=str(out), batch_size=200))
     return json.loads((out / "report.json").read_text())["models"]
 
 
@@ -60,21 +65,35 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-rl", help="work folder (reused: finished steps are skipped)")
     ap.add_argument("--long2short", action="store_true", help="also run long2short RL on the RL'd model")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for training (1 on a busy CPU)")
+    ap.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="the full stage's learning rate (default: the config's; the embedded preset uses 5e-5)",
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="evaluation temperature (0 = greedy; 1 = the sampled policy RL optimizes, useful when greedy "
+        "is already at the ceiling)",
+    )
     args = ap.parse_args()
 
     cache, work = Path(args.cache).expanduser(), Path(args.out)
     long_sft = cache / "long-sft"
     if not (long_sft / "config.json").is_file():
         raise SystemExit(f"no long-sft in {cache}; run `l2s init` first")
-    long, info = train(Path(args.config), long_sft, work / "long", args.threads)
+    long, info = train(Path(args.config), long_sft, work / "long", args.threads, args.learning_rate)
     models = {"long-sft": long_sft, "long": long}
     l2s_info = None
     if args.long2short:
         l2s_model, l2s_info = train(Path(args.l2s_config), long, work / "long2short-rl", args.threads)
         models["long2short-rl"] = l2s_model
-    report = evaluate(models, args.n, work / "eval")
+    tag = "greedy" if args.temperature == 0 else f"T{args.temperature:g}"
+    report = evaluate(models, args.n, work / f"eval-{tag}", args.temperature)
 
-    print(f"\nheld-out arith, n={args.n}, greedy; RL: {args.config}")
+    print(f"\nheld-out arith, n={args.n}, {tag} (one sample per problem); RL: {args.config}")
     print(f"{'model':14}{'accuracy':>10}  {'95% CI':16}{'mean tok':>12}{'p90 tok':>10}")
     for name in models:
         print(row(name, report[name]))
