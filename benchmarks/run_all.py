@@ -42,7 +42,7 @@ PLAN: dict[str, Plan] = {
     "partial_rollouts": Plan(what="RL iteration time with and without partial rollouts"),
     "workload": Plan(needs=("short", "long-sft"), what="the embedded workload: short vs long-sft accuracy and tokens"),
     "serving": Plan(needs=("short", "long|long-sft"), what="serving throughput, HTTP overhead, latency per mode, auto"),
-    "rl_stage": Plan(args=("--long2short",), needs=("long-sft",), what="full RL stage and long2short RL: accuracy and tokens"),
+    "rl_stage": Plan(args=("--long2short", "--temperature", "1", "--learning-rate", "5e-5"), needs=("long-sft",), what="full RL stage (at the embedded preset's lr) and long2short RL: T=1 accuracy and tokens"),
 }  # fmt: skip
 
 
