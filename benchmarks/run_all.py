@@ -41,6 +41,7 @@ PLAN: dict[str, Plan] = {
     "sampling": Plan(args=("--big",), what="sampling engines: hf batched vs hf one at a time vs vLLM"),
     "partial_rollouts": Plan(what="RL iteration time with and without partial rollouts"),
     "workload": Plan(needs=("short", "long-sft"), what="the embedded workload: short vs long-sft accuracy and tokens"),
+    "token_efficiency": Plan(needs=("short", "long-sft"), what="the four long2short methods vs long (quickstart's report) against Kimi Figure 7's targets"),
     "serving": Plan(needs=("short", "long|long-sft"), what="serving throughput, HTTP overhead, latency per mode, auto"),
     "rl_stage": Plan(args=("--long2short", "--temperature", "1", "--learning-rate", "5e-5"), needs=("long-sft",), what="full RL stage (at the embedded preset's lr) and long2short RL: T=1 accuracy and tokens"),
 }  # fmt: skip
