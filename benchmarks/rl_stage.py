@@ -84,14 +84,16 @@ def main() -> None:
     long_sft = cache / "long-sft"
     if not (long_sft / "config.json").is_file():
         raise SystemExit(f"no long-sft in {cache}; run `l2s init` first")
-    long, info = train(Path(args.config), long_sft, work / "long", args.threads, args.learning_rate)
+    # a learning-rate override gets its own folder: a finished run in `work` is reused, never retrained
+    stage_dir = work / ("long" if args.learning_rate is None else f"long-lr{args.learning_rate:g}")
+    long, info = train(Path(args.config), long_sft, stage_dir, args.threads, args.learning_rate)
     models = {"long-sft": long_sft, "long": long}
     l2s_info = None
     if args.long2short:
         l2s_model, l2s_info = train(Path(args.l2s_config), long, work / "long2short-rl", args.threads)
         models["long2short-rl"] = l2s_model
     tag = "greedy" if args.temperature == 0 else f"T{args.temperature:g}"
-    report = evaluate(models, args.n, work / f"eval-{tag}", args.temperature)
+    report = evaluate(models, args.n, work / f"eval-{tag}-{stage_dir.name}", args.temperature)
 
     print(f"\nheld-out arith, n={args.n}, {tag} (one sample per problem); RL: {args.config}")
     print(f"{'model':14}{'accuracy':>10}  {'95% CI':16}{'mean tok':>12}{'p90 tok':>10}")

@@ -79,7 +79,7 @@ def main() -> None:
         delta = 100 * (m["accuracy"] - long["accuracy"])
         print(
             f"{name:14}{m['accuracy']:>10.1%}{delta:>+9.1f}p{m['mean_tokens']:>10.1f}"
-            f"{m['mean_tokens'] / long['mean_tokens']:>9.2f}"
+            f"{m['token_ratio_vs_long']:>9.2f}"
         )
     print()
     for line in verdicts(models):
