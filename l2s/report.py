@@ -82,6 +82,35 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def label_groups(
+    points: dict[str, tuple[float, float]], tol: float = 0.03
+) -> list[tuple[tuple[float, float], list[str]]]:
+    """Group names whose points lie within `tol` of the data's span of each other on both axes, so that
+    one label per group is drawn instead of overprinted ones. Each group is anchored at its first point
+    (in order of tokens, then accuracy); names within a group are sorted.
+
+    >>> pts = {"long": (64.2, 0.999), "long-sft": (63.9, 1.0), "merge-0.9": (64.3, 1.0), "rl": (26.9, 1.0),
+    ...        "short": (9.0, 0.142), "merge-0.5": (9.0, 0.13)}
+    >>> for anchor, names in label_groups(pts): print(anchor, names)
+    (9.0, 0.13) ['merge-0.5', 'short']
+    (26.9, 1.0) ['rl']
+    (63.9, 1.0) ['long', 'long-sft', 'merge-0.9']
+    """
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
+    dx, dy = tol * ((max(xs) - min(xs)) or 1.0), tol * ((max(ys) - min(ys)) or 1.0)
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for name, (x, y) in sorted(points.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0])):
+        for (ax_, ay), names in groups:
+            if abs(x - ax_) <= dx and abs(y - ay) <= dy:
+                names.append(name)
+                break
+        else:
+            groups.append(((x, y), [name]))
+    return [(anchor, sorted(names)) for anchor, names in groups]
+
+
 def pareto_figure(report: dict[str, Any]):
     """Accuracy vs mean completion tokens, one labelled point per model, 95% CI bars, merge curves."""
     import matplotlib
@@ -116,10 +145,7 @@ def pareto_figure(report: dict[str, Any]):
         )
     if "short" in models:
         ax.axhline(models["short"]["accuracy"], ls="--", lw=1, color="grey", label="short (floor)")
-    # Models at the same point (a merge that answers exactly like short, say) share one label.
-    labels: dict[tuple[float, float], list[str]] = {}
     for name, m in models.items():
-        labels.setdefault((round(m["mean_tokens"], 1), round(m["accuracy"], 4)), []).append(name)
         method = m.get("method") or name
         lo, hi = m["accuracy_ci95"]
         ax.errorbar(
@@ -130,9 +156,12 @@ def pareto_figure(report: dict[str, Any]):
             capsize=3,
             color=color(method),
         )
-    for (tokens, accuracy), names in labels.items():
+    # Models at (nearly) the same point (merges that answer like short, say) share one label.
+    for (tokens, accuracy), names in label_groups(
+        {name: (m["mean_tokens"], m["accuracy"]) for name, m in models.items()}
+    ):
         ax.annotate(
-            " = ".join(names), (tokens, accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8
+            ", ".join(names), (tokens, accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     if "auto" in report:
         a = report["auto"]

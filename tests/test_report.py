@@ -89,3 +89,15 @@ def test_missing_or_malformed_report_is_one_line(tmp_path, capsys):
     (tmp_path / "report.json").write_text("{not json")
     with pytest.raises(UserError, match="not an l2s report"):
         read_report(tmp_path)
+
+
+def test_pareto_gives_nearly_coincident_models_one_label():
+    import matplotlib.pyplot as plt
+
+    near = json.loads(json.dumps(REPORT))
+    near["models"]["merge-0.3"].update(mean_tokens=20.2, accuracy=0.501)  # on top of short (20, 0.5)
+    fig = pareto_figure(near)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert "merge-0.3, short" in labels and "short" not in labels and "merge-0.3" not in labels
+    assert "long" in labels and "dpo" in labels  # points apart keep their own labels
+    plt.close(fig)
