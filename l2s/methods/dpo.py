@@ -29,6 +29,7 @@ from l2s.methods.shortest_rs import (
     save_trained,
     training_args,
 )
+from l2s.methods.training_text import TrainingText
 
 # TRL 1.16 DPOConfig.loss_type: the losses DPOTrainer implements (trl/trainer/dpo_config.py).
 LOSS_TYPES = (
@@ -59,17 +60,13 @@ class DPOMethodConfig(LongSamplesConfig):
         return v
 
 
-def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL's conversational preference format.
-
-    >>> dpo_rows([{"prompt": "1+1?", "chosen": "Answer: 2", "rejected": "Answer: 3"}])[0]["rejected"]
-    [{'role': 'assistant', 'content': 'Answer: 3'}]
-    """
+def dpo_rows(pairs: list[dict[str, Any]], text: TrainingText) -> list[dict[str, str]]:
+    """TRL's plain-text preference rows, in the long model's own chat format (l2s.methods.training_text)."""
     return [
         {
-            "prompt": [{"role": "user", "content": p["prompt"]}],
-            "chosen": [{"role": "assistant", "content": p["chosen"]}],
-            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "prompt": text.prompt(p["prompt"]),
+            "chosen": text.completion(p["prompt"], p["chosen"]),
+            "rejected": text.completion(p["prompt"], p["rejected"]),
         }
         for p in pairs
     ]
@@ -119,12 +116,13 @@ def run(cfg: DPOMethodConfig) -> Path:
         beta=cfg.beta,
         loss_type=[t.strip() for t in cfg.loss_type.split(",")],
     )
+    tokenizer = AutoTokenizer.from_pretrained(str(long))
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(long)),
         ref_model=AutoModelForCausalLM.from_pretrained(str(long)),
         args=args,
-        train_dataset=Dataset.from_list(dpo_rows(pairs)),
-        processing_class=AutoTokenizer.from_pretrained(str(long)),
+        train_dataset=Dataset.from_list(dpo_rows(pairs, TrainingText(tokenizer))),
+        processing_class=tokenizer,
     )
     result = trainer.train(resume_from_checkpoint=resume)
 

@@ -4,8 +4,8 @@ select the shortest correct response for supervised fine-tuning".
   1. sample n completions per train prompt from the long model (l2s.sampling: resumable, graded by
      l2s.grading, length = completion tokens by the long model's tokenizer);
   2. keep the shortest correct one per prompt (l2s.selection.shortest_correct);
-  3. SFT on them with TRL's SFTTrainer (prompt-completion conversational data, loss on the completion
-     only), starting from the long model — or from `--student`, which distils the long model's
+  3. SFT on them with TRL's SFTTrainer (prompt-completion rows in the model's own chat format, loss on
+     the completion only; l2s.methods.training_text), starting from the long model — or from `--student`, which distils the long model's
      shortest answers into another model, as DeepSeek-R1 does for its small models.
 
 Sampling, SFT and saving are the libraries'; written here by hand is only the glue the DPO method
@@ -31,6 +31,7 @@ from l2s.checkpoint import (
 )
 from l2s.config import Config
 from l2s.errors import UserError
+from l2s.methods.training_text import TrainingText
 
 # Files that make a checkpoint's tokenizer, chat template and generation defaults; copied verbatim
 # from the start model so the trained checkpoint tokenizes and chats exactly as its parent did.
@@ -223,16 +224,13 @@ def save_trained(trainer: Any, start: Path, out: Path, *, force: bool, provenanc
 # --- the method ---------------------------------------------------------------------------------
 
 
-def sft_rows(best: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL's prompt-completion conversational format: the user prompt, the chosen assistant answer.
-
-    >>> sft_rows({"a": {"prompt": "1+1?", "completion": "<think>\\n</think>\\nAnswer: 2"}})[0]["completion"]
-    [{'role': 'assistant', 'content': '<think>\\n</think>\\nAnswer: 2'}]
-    """
+def sft_rows(best: dict[str, dict[str, Any]], text: TrainingText) -> list[dict[str, str]]:
+    """TRL's plain-text prompt-completion rows: the prompt as the trained model's template renders it, the
+    chosen answer as the long model wrote it (l2s.methods.training_text says why not conversational rows)."""
     return [
-        {"prompt": [{"role": "user", "content": r["prompt"]}], "completion": [{"role": "assistant", "content": r["completion"]}]}
+        {"prompt": text.prompt(r["prompt"]), "completion": text.completion(r["prompt"], r["completion"])}
         for r in best.values()
-    ]  # fmt: skip
+    ]
 
 
 def run(cfg: ShortestRSConfig) -> Path:
@@ -276,11 +274,13 @@ def run(cfg: ShortestRSConfig) -> Path:
     }
     resume = resume_point(trainer_dir, settings)
     args = SFTConfig(**training_args(cfg, trainer_dir), completion_only_loss=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(start))
+    source = AutoTokenizer.from_pretrained(str(long)) if cfg.student else None
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(str(start)),
         args=args,
-        train_dataset=Dataset.from_list(sft_rows(best)),
-        processing_class=AutoTokenizer.from_pretrained(str(start)),
+        train_dataset=Dataset.from_list(sft_rows(best, TrainingText(tokenizer, source))),
+        processing_class=tokenizer,
     )
     result = trainer.train(resume_from_checkpoint=resume)
 
