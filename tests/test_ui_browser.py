@@ -172,6 +172,9 @@ def test_compare_columns_fill_and_short_uses_fewer_tokens(page, server, tmp_path
     max_tokens = page.locator("#max-tokens input[type=number]")
     max_tokens.fill(str(MAX_TOKENS))
     max_tokens.press("Enter")
+    max_tokens.press("Tab")  # the slider commits its number box on blur
+    # Compare must not be clicked before the slider holds the value (a CI run once sent the default 512).
+    expect(page.locator("#max-tokens input[type=range]")).to_have_value(str(MAX_TOKENS))
 
     page.click("#compare")
     page.wait_for_function(
