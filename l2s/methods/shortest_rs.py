@@ -4,9 +4,10 @@ select the shortest correct response for supervised fine-tuning".
   1. sample n completions per train prompt from the long model (l2s.sampling: resumable, graded by
      l2s.grading, length = completion tokens by the long model's tokenizer);
   2. keep the shortest correct one per prompt (l2s.selection.shortest_correct);
-  3. SFT on them with TRL's SFTTrainer (prompt-completion rows in the model's own chat format, loss on
-     the completion only; l2s.methods.training_text), starting from the long model — or from `--student`, which distils the long model's
-     shortest answers into another model, as DeepSeek-R1 does for its small models.
+  3. SFT on them with TRL's SFTTrainer (prompt-completion rows in the trained model's own chat format,
+     l2s.methods.training_text; loss on the completion only), starting from the long model — or from
+     `--student`, which distils the long model's shortest answers into another model, as DeepSeek-R1
+     does for its small models.
 
 Sampling, SFT and saving are the libraries'; written here by hand is only the glue the DPO method
 shares: the work dir beside the output (OUT.work: samples.jsonl and Trainer checkpoints, so a killed
