@@ -156,23 +156,26 @@ def pareto_figure(report: dict[str, Any]):
             capsize=3,
             color=color(method),
         )
+    texts = []
+
+    def label(text: str, x: float, y: float, dy: float) -> None:
+        texts.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8))
+
     # Models at (nearly) the same point (merges that answer like short, say) share one label.
     for (tokens, accuracy), names in label_groups(
         {name: (m["mean_tokens"], m["accuracy"]) for name, m in models.items()}
     ):
-        ax.annotate(
-            ", ".join(names), (tokens, accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+        label(", ".join(names), tokens, accuracy, 4)
     if "auto" in report:
         a = report["auto"]
         ax.plot(a["mean_tokens"], a["accuracy"], "x", color="black", ms=8)
-        ax.annotate(
-            "auto (simulated)",
-            (a["mean_tokens"], a["accuracy"]),
-            textcoords="offset points",
-            xytext=(5, -10),
-            fontsize=8,
-        )
+        label("auto (simulated)", a["mean_tokens"], a["accuracy"], -10)
+    # Widen the x axis so that the labels of the right-most points end inside it.
+    fig.canvas.draw()
+    inverse = ax.transData.inverted()
+    text_right = max((inverse.transform(t.get_window_extent())[1][0] for t in texts), default=None)
+    if text_right is not None and text_right > ax.get_xlim()[1]:
+        ax.set_xlim(right=text_right + 0.02 * (text_right - ax.get_xlim()[0]))
     ax.set_xlabel("mean completion tokens")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{report['task']}: accuracy vs tokens (n = {report['n']}, 95% CI)")
