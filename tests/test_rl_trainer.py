@@ -237,13 +237,14 @@ def test_an_unfinished_run_with_other_settings_needs_force(tmp_path, pico_ckpt):
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch(tmp_path, pico_ckpt):
+def test_two_processes(tmp_path, pico_ckpt):
     """Data parallel on 2 CPU processes (gloo): each rolls out half the prompts; metrics cover both."""
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(TINY.replace("segment_tokens: 8", "segment_tokens: null"))
     out = tmp_path / "out"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    # `accelerate launch --cpu --num_processes 2` would start one process (accelerate 1.15 hands several
+    # CPU processes to mpirun only): torchrun starts two, and ACCELERATE_USE_CPU makes accelerate see them.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     r = subprocess.run(
         launch
         + ["-m", "l2s.cli", "rl", "--init", str(pico_ckpt), "--out", str(out), "--config", str(cfg)]
@@ -251,9 +252,10 @@ def test_two_processes_under_accelerate_launch(tmp_path, pico_ckpt):
         capture_output=True,
         text=True,
         timeout=240,
-        env=ENV,
+        env={**ENV, "ACCELERATE_USE_CPU": "1"},
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "l2s.json").read_text())["metrics"]["processes"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # 4 prompts per iteration split over 2 processes, k = 2: 8 rollouts, 4 groups, gathered from both.
     assert [(row["rollouts"], row["groups"]) for row in rows] == [(8, 4), (8, 4)]

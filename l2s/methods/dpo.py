@@ -138,6 +138,7 @@ def run(cfg: DPOMethodConfig) -> Path:
         "rejected_mean_tokens": sum(p["rejected_tokens"] for p in pairs) / len(pairs),
         "train_loss": result.training_loss,
         "train_steps": result.global_step,
+        "processes": trainer.args.world_size,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     save_trained(

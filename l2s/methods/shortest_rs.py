@@ -130,11 +130,13 @@ def long_samples(cfg: LongSamplesConfig, long: Path, work: Path) -> tuple[list[d
         temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, engine=cfg.engine,
         batch_size=cfg.sample_batch_size, seed=cfg.seed, out=str(path),
     )  # fmt: skip
+    import torch
     from accelerate import PartialState
 
     # Under `accelerate launch`, rank 0 samples; the other ranks then find the finished file (sampling
-    # resumes, so they draw nothing) instead of racing to write it.
-    with PartialState().main_process_first():
+    # resumes, so they draw nothing) instead of racing to write it. `cpu` as the Trainer will have it
+    # (training_args): without it accelerate does not see a CPU-only multi-process launch as one.
+    with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
         sampling.run(sample_cfg)
     return sampling.read_samples(path), str(path)
 
@@ -295,6 +297,7 @@ def run(cfg: ShortestRSConfig) -> Path:
         "chosen_mean_tokens": chosen_mean,
         "train_loss": result.training_loss,
         "train_steps": result.global_step,
+        "processes": trainer.args.world_size,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     parents = {"long": long.resolve()} | ({"student": start.resolve()} if cfg.student else {})

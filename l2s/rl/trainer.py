@@ -564,7 +564,7 @@ def run_rl(cfg: RLConfig) -> Path:
             atomic_write_text(tmp / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in metrics))
             if metrics:
                 plot_curve(metrics, tmp / CURVE_FILE)
-            summary = {"iterations": len(metrics), "train_wall_s": round(elapsed, 1)}
+            summary = {"iterations": len(metrics), "processes": world, "train_wall_s": round(elapsed, 1)}
             trained = [r for r in metrics if r["rollouts"]]
             if trained:
                 last = trained[-3:]
