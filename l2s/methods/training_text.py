@@ -77,6 +77,7 @@ class TrainingText:
         return text
 
     def completion(self, prompt: str, completion: str) -> str:
+        if self._source is None:  # sampled from the trained model itself: the text as generated
+            return completion
         target = open_think_suffix(self._render(self.tokenizer, prompt))
-        source = open_think_suffix(self._render(self._source, prompt)) if self._source else target
-        return move_completion(completion, source, target)
+        return move_completion(completion, open_think_suffix(self._render(self._source, prompt)), target)
