@@ -101,3 +101,15 @@ def test_pareto_gives_nearly_coincident_models_one_label():
     assert "merge-0.3, short" in labels and "short" not in labels and "merge-0.3" not in labels
     assert "long" in labels and "dpo" in labels  # points apart keep their own labels
     plt.close(fig)
+
+
+def test_pareto_labels_end_inside_the_axes():
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(REPORT)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    inverse = ax.transData.inverted()
+    rights = [inverse.transform(t.get_window_extent())[1][0] for t in ax.texts]
+    assert max(rights) <= ax.get_xlim()[1]  # the right-most point's label ("long", at 300) included
+    plt.close(fig)
