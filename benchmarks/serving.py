@@ -104,7 +104,7 @@ def _completion_text(response: dict) -> str:
     return f"<think>\n{reasoning}\n</think>\n{content}" if reasoning else content
 
 
-def calibrate_here(family, problems, max_tokens: int) -> dict:
+def calibrate_here(family, problems, max_tokens: int, tolerance: float = 0.0) -> dict:
     """auto's threshold from train-split problems, with the served engines called directly."""
     from l2s.confidence import calibrate, confidence
     from l2s.engines.base import SamplingParams
@@ -132,7 +132,7 @@ def calibrate_here(family, problems, max_tokens: int) -> dict:
             )
             for p, g, c in zip(problems, gens, ok, strict=True)
         ]
-    return calibrate(records["short"], records["long"])
+    return calibrate(records["short"], records["long"], tolerance=tolerance)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "--calib-n", type=int, default=200, help="train problems to calibrate on (no --calibration)"
     )
     ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument(
+        "--auto-tolerance", type=float, default=0.0, help="accuracy auto may give up vs long (0.01 = 1 point)"
+    )
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
 
@@ -232,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.calibration:
             threshold, source = read_threshold(args.calibration), args.calibration
         else:
-            cal = calibrate_here(family, task.problems("train", args.calib_n), args.max_tokens)
-            threshold, source = cal["threshold"], f"calibrated here on {cal['n']} train problems"
+            cal = calibrate_here(
+                family, task.problems("train", args.calib_n), args.max_tokens, args.auto_tolerance
+            )
+            threshold = cal["threshold"]
+            source = f"calibrated here on {cal['n']} train problems, tolerance {args.auto_tolerance:g}"
             results["calibration"] = cal
         family.policy.threshold = threshold
         results["threshold"] = {"value": threshold, "source": source}

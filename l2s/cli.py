@@ -104,6 +104,12 @@ def _add_eval(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--force", action="store_true")
+    p.add_argument(
+        "--auto-tolerance",
+        type=float,
+        default=None,
+        help="calibration of auto (short + long given): accuracy it may give up vs long, 0.01 = 1 point (default 0)",
+    )
 
 
 def _add_report(sub) -> None:

@@ -9,10 +9,12 @@ around an answer ("Answer", ":") are near-certain and would hide a coin-flip dig
 extractable answer has confidence 0 (auto always escalates it).
 
 **Threshold** (chosen on the eval set by `calibrate`): auto accepts the short answer when its
-confidence >= t and asks the long model otherwise. t is the *lowest* threshold whose accepted short
-answers are at least as accurate as the long model on the same problems — the most short answers one can
-keep without being less accurate, on them, than long. If no threshold qualifies, t = 1.0 (escalate
-nearly always).
+confidence >= t and asks the long model otherwise. t is the *lowest* threshold at which auto, replayed on
+the eval samples, is at most `tolerance` less accurate than long on the same problems (0 by default:
+at least as accurate; 0.01 = one accuracy point): the most short answers one can keep for that price.
+Accepting nothing always qualifies, so t exists; where only "escalate everything" does, t = 1.0 (above
+every confidence but a certain answer's). A tolerance matters for a short model whose few mistakes are
+confident: at 0, t must sit above them, and auto escalates far more often than those mistakes justify.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 from l2s.engines.base import Generation
 
 RULE = (
-    "lowest t such that short's accuracy on answers with confidence >= t is >= long's accuracy "
-    "on the same problems; confidence = min probability of the final answer's tokens"
+    "lowest t at which auto (short's answer when its confidence >= t, else long's) is at most the tolerance "
+    "less accurate than long on the same problems; confidence = min probability of the final answer's tokens"
 )
 
 
@@ -90,7 +92,7 @@ def simulate_auto(short: Sequence[dict], long: Sequence[dict], threshold: float)
     }
 
 
-def calibrate(short: Sequence[dict], long: Sequence[dict]) -> dict[str, Any]:
+def calibrate(short: Sequence[dict], long: Sequence[dict], tolerance: float = 0.0) -> dict[str, Any]:
     """Choose auto's threshold on paired eval samples (records carrying `confidence`), per `RULE`.
 
     >>> S = [dict(prompt_id=str(i), sample_idx=0, correct=c, confidence=p, completion_tokens=5)
@@ -100,26 +102,32 @@ def calibrate(short: Sequence[dict], long: Sequence[dict]) -> dict[str, Any]:
     >>> cal = calibrate(S, L)
     >>> cal["threshold"], cal["long_accuracy"], cal["accepted_accuracy"], cal["auto"]["accuracy"]
     (0.9, 0.8, 1.0, 0.8)
+    >>> cal = calibrate(S, L, tolerance=0.2)  # may give up one problem in five: accept every short answer
+    >>> cal["threshold"], cal["accepted_fraction"], cal["auto"]["accuracy"], cal["auto"]["escalated"]
+    (0.0, 1.0, 0.6, 0.0)
     """
     by_key = {_key(r): r for r in long}
     pairs = [(s, by_key[_key(s)]) for s in short if _key(s) in by_key]
     if not pairs:
         raise ValueError("short and long samples share no (prompt_id, sample_idx): evaluate both on one task")
-    long_acc = sum(lg["correct"] for _, lg in pairs) / len(pairs)
-    threshold, accepted_acc, accepted = 1.0, None, 0
-    # Candidates from the lowest: 0 (accept everything), then each observed confidence.
-    for t in sorted({0.0} | {s["confidence"] for s, _ in pairs}):
-        kept = [s for s, _ in pairs if s["confidence"] >= t]
-        if kept and sum(s["correct"] for s in kept) / len(kept) >= long_acc:
-            threshold, accepted_acc, accepted = t, sum(s["correct"] for s in kept) / len(kept), len(kept)
+    shorts, longs = [s for s, _ in pairs], [lg for _, lg in pairs]
+    long_acc = sum(lg["correct"] for lg in longs) / len(pairs)
+    threshold = 1.0
+    # Candidates from the lowest: 0 (accept everything), then each observed confidence. The epsilon keeps
+    # a tolerance equal to an accuracy gap from failing on float rounding.
+    for t in sorted({0.0} | {s["confidence"] for s in shorts}):
+        if simulate_auto(shorts, longs, t)["accuracy"] >= long_acc - tolerance - 1e-12:
+            threshold = t
             break
+    kept = [s for s in shorts if s["confidence"] >= threshold]
     return {
         "threshold": threshold,
         "rule": RULE,
+        "tolerance": tolerance,
         "n": len(pairs),
         "long_accuracy": long_acc,
-        "short_accuracy": sum(s["correct"] for s, _ in pairs) / len(pairs),
-        "accepted_fraction": accepted / len(pairs),
-        "accepted_accuracy": accepted_acc,
-        "auto": simulate_auto([s for s, _ in pairs], [lg for _, lg in pairs], threshold),
+        "short_accuracy": sum(s["correct"] for s in shorts) / len(pairs),
+        "accepted_fraction": len(kept) / len(pairs),
+        "accepted_accuracy": sum(s["correct"] for s in kept) / len(kept) if kept else None,
+        "auto": simulate_auto(shorts, longs, threshold),
     }

@@ -44,6 +44,9 @@ class EvalConfig(Config):
     seed: int = Field(0, description="task and sampling seed")
     out: str = Field(description="run folder")
     force: bool = Field(False, description="re-sample models whose samples were made with other settings")
+    auto_tolerance: float = Field(
+        0.0, ge=0, le=1, description="accuracy auto may give up vs long when calibrating (0.01 = 1 point)"
+    )
 
 
 def parse_models(spec: str) -> dict[str, str]:
@@ -196,7 +199,7 @@ def run(cfg: EvalConfig) -> Path:
         runs[name] = (str(path), records)
     report = build_report(cfg.task, len(problems), runs)
     if "short" in runs and "long" in runs:
-        cal = calibrate(runs["short"][1], runs["long"][1])
+        cal = calibrate(runs["short"][1], runs["long"][1], tolerance=cfg.auto_tolerance)
         cal |= {"short_model": runs["short"][0], "long_model": runs["long"][0], "task": cfg.task}
         atomic_write_text(run_dir / "calibration.json", json.dumps(cal, indent=2) + "\n")
         report["auto"] = cal["auto"]

@@ -63,20 +63,28 @@ def paired(draw):
 
 
 @settings(deadline=None)
-@given(paired())
-def test_threshold_is_the_lowest_that_matches_long(data):
+@given(paired(), st.sampled_from([0.0, 0.01, 0.1, 0.3]))
+def test_threshold_is_the_lowest_within_the_tolerance_of_long(data, tolerance):
     short, long = data
-    cal = calibrate(short, long)
+    cal = calibrate(short, long, tolerance=tolerance)
     t, long_acc = cal["threshold"], cal["long_accuracy"]
 
-    def accepted_acc(th):
-        kept = [s["correct"] for s in short if s["confidence"] >= th]
-        return sum(kept) / len(kept) if kept else None
+    def auto_acc(th):
+        return simulate_auto(short, long, th)["accuracy"]
 
     lower = [c for c in {0.0} | {s["confidence"] for s in short} if c < t]
-    assert all(accepted_acc(c) < long_acc for c in lower)
-    if cal["accepted_accuracy"] is not None:
-        assert accepted_acc(t) == cal["accepted_accuracy"] >= long_acc
+    assert all(auto_acc(c) < long_acc - tolerance - 1e-12 for c in lower)  # none lower qualifies
+    assert auto_acc(t) >= long_acc - tolerance - 1e-12 or t == 1.0
     auto = simulate_auto(short, long, t)
-    assert auto == cal["auto"]
+    assert auto == cal["auto"] and cal["tolerance"] == tolerance
+    kept = [s["correct"] for s in short if s["confidence"] >= t]
+    assert cal["accepted_fraction"] == len(kept) / len(short)
     assert min(s["completion_tokens"] for s in short) <= auto["mean_tokens"] <= 55
+
+
+@settings(deadline=None)
+@given(paired())
+def test_a_larger_tolerance_never_escalates_more(data):
+    short, long = data
+    escalated = [calibrate(short, long, tolerance=tol)["auto"]["escalated"] for tol in (0.0, 0.02, 0.1, 0.5)]
+    assert escalated == sorted(escalated, reverse=True)

@@ -123,6 +123,17 @@ def test_eval_writes_the_contract(family, tmp_path):
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_auto_tolerance_recalibrates_without_resampling(family, tmp_path):
+    run(_cfg(family, tmp_path / "run"))
+    calls = ScriptedEngine.calls
+    # short is right on half the problems, long on all: a 0.5 tolerance accepts every short answer
+    out = run(_cfg(family, tmp_path / "run", auto_tolerance=0.5))
+    assert ScriptedEngine.calls == calls  # the tolerance only changes the calibration, not the samples
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["tolerance"] == 0.5 and cal["threshold"] == 0.0 and cal["auto"]["escalated"] == 0.0
+    assert json.loads((out / "report.json").read_text())["auto"]["accuracy"] == 0.5
+
+
 def test_eval_resumes_and_refuses_other_settings(family, tmp_path):
     run(_cfg(family, tmp_path / "run"))
     calls = ScriptedEngine.calls
