@@ -80,3 +80,54 @@ def coin_ckpt(tmp_path_factory, pico_tokenizer):
         opt.zero_grad()
     model.save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture
+def free_port():
+    """A function returning a TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture
+def serve_cli(free_port):
+    """Start the real `l2s serve ARGS --port P` process; returns (process, port) once /health answers 200.
+    A process still running at teardown gets SIGINT, as a user's Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    procs = []
+
+    def start(*args: str, timeout: float = 120) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "l2s.cli", "serve", *map(str, args), "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)

@@ -142,12 +142,6 @@ def test_copied_paths_exist_cover_the_package_and_are_not_dockerignored(kind, py
         assert ignored(heavy, patterns), f".dockerignore should exclude {heavy}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -156,7 +150,9 @@ def _listening(port: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the image's HEALTHCHECK uses curl")
-def test_what_the_cpu_image_copies_installs_and_serves_with_a_passing_healthcheck(tmp_path, pico_tokenizer):
+def test_what_the_cpu_image_copies_installs_and_serves_with_a_passing_healthcheck(
+    tmp_path, pico_tokenizer, free_port
+):
     from l2s.embedded.model import save_random_model
 
     ins = parse(DOCKERFILES["cpu"])
@@ -188,7 +184,7 @@ def test_what_the_cpu_image_copies_installs_and_serves_with_a_passing_healthchec
 
     long = save_random_model(tmp_path / "long", pico_tokenizer, seed=1)
     short = save_random_model(tmp_path / "short", pico_tokenizer, seed=2)
-    port = _free_port()
+    port = free_port()
     cmd = exec_form(first(ins, "CMD"))
     cmd = [*cmd[: cmd.index("--port") + 1], str(port), "--long", str(long), "--short", str(short)]
     cmd[cmd.index("--host") + 1] = "127.0.0.1"

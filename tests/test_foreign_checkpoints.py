@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from test_training_text import R1
@@ -118,7 +115,7 @@ def test_sample_starts_inside_the_think_block_and_grades(family, tmp_path):
     assert 0 < sum(r["correct"] for r in finished) < len(finished)
 
 
-def test_every_derive_method_and_eval_and_serve(family, tmp_path):
+def test_every_derive_method_and_eval_and_serve(family, tmp_path, serve_cli):
     long, short, task = family["long"], family["short"], family["task"]
     common = ["--task", task, "--limit", 20, "--n", 4, "--max-tokens", 40, "--batch-size", 8]
     l2s(
@@ -158,41 +155,20 @@ def test_every_derive_method_and_eval_and_serve(family, tmp_path):
     assert report["long"]["mean_tokens"] > report["short"]["mean_tokens"]
     assert report["long"]["mean_reasoning_tokens"] > 0 and report["long"]["accuracy"] > 0
 
-    _serve_one_request(long, short)
+    _serve_one_request(serve_cli, long, short)
 
 
-def _serve_one_request(long, short):
-    import httpx
+def _serve_one_request(serve_cli, long, short):
     import openai
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [*L2S, "serve", "--long", str(long), "--short", str(short), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    _, port = serve_cli("--long", long, "--short", short)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    r = client.chat.completions.create(
+        model="l2s-long", messages=[{"role": "user", "content": "Pick 1 or 2 (round 3)."}],
+        max_tokens=40, temperature=0, extra_body={"mode": "long"},
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.3)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        r = client.chat.completions.create(
-            model="l2s-long", messages=[{"role": "user", "content": "Pick 1 or 2 (round 3)."}],
-            max_tokens=40, temperature=0, extra_body={"mode": "long"},
-        )  # fmt: skip
-        msg = r.choices[0].message
-        # the reasoning the model wrote inside the think block the template opened is split off
-        assert "hmm" in (msg.model_extra or {}).get("reasoning_content", ""), msg
-        assert msg.content.strip().startswith("Answer:") and "</think>" not in msg.content
-        assert r.usage.completion_tokens_details.reasoning_tokens > 0
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+    msg = r.choices[0].message
+    # the reasoning the model wrote inside the think block the template opened is split off
+    assert "hmm" in (msg.model_extra or {}).get("reasoning_content", ""), msg
+    assert msg.content.strip().startswith("Answer:") and "</think>" not in msg.content
+    assert r.usage.completion_tokens_details.reasoning_tokens > 0

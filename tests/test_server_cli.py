@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 import pytest
 
@@ -68,37 +65,15 @@ def test_flags_override_yaml(tmp_path):
     assert (s.port, s.max_batch, s.models) == (9100, 4, {"a": "/ckpt/a", "b": "/ckpt/b"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_l2s_serve_process(tmp_path, pico_tokenizer):
+def test_l2s_serve_process(tmp_path, pico_tokenizer, serve_cli):
     """The real command: start, answer the openai client, refuse a bad key, stop cleanly on SIGINT."""
     from l2s.embedded.model import save_random_model
 
     long = save_random_model(tmp_path / "long", pico_tokenizer, seed=1)
     short = save_random_model(tmp_path / "short", pico_tokenizer, seed=2)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*L2S, "serve", "--long", str(long), "--short", str(short), "--port", str(port), "--api-key", "k"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, port = serve_cli("--long", long, "--short", short, "--api-key", "k")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
         r = client.chat.completions.create(
             model="l2s-short", messages=[{"role": "user", "content": "hi"}], max_tokens=4
