@@ -169,12 +169,38 @@ def _check_resumable(out: Path, meta: dict[str, Any], force: bool) -> None:
                 f"{out} exists but has no {mp.name}, so it is not resumable; pass --force to start over"
             )
         old = json.loads(mp.read_text())
+        if "model_weights" not in old:  # a sidecar from before l2s recorded the weights: trust the path
+            old["model_weights"] = meta.get("model_weights")
         diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        if diff == ["model_weights"]:
+            raise UserError(
+                f"{out} was sampled from {meta['model']} before its weights were written again (a retrained "
+                "model at the same path), so its samples are another model's; pass --force to sample it "
+                "again or choose another --out"
+            )
         if diff:
             raise UserError(
                 f"{out} was sampled with other settings ({', '.join(diff)}), so it is not resumable; "
                 "pass --force to start over or choose another --out"
             )
+
+
+def weights_fingerprint(path: str | Path) -> str | None:
+    """Names, sizes and modification times of a checkpoint folder's weight files, hashed: it changes when
+    the weights are written again (a model retrained into the same folder) without reading gigabytes.
+    None for a path that is not a folder of weights (a scripted engine, say).
+
+    >>> weights_fingerprint("/nonexistent") is None
+    True
+    """
+    folder = Path(path).expanduser()
+    files = (
+        sorted(f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")) if folder.is_dir() else []
+    )
+    if not files:
+        return None
+    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
 
 
 def sample_meta(
@@ -188,6 +214,7 @@ def sample_meta(
     path = Path(model).expanduser()
     meta = {
         "model": str(path.resolve()) if path.exists() else str(model),
+        "model_weights": weights_fingerprint(path),
         **(settings or {}),
         **vars(params),
         "batch_size": batch_size,

@@ -14,7 +14,7 @@ import pytest
 
 from l2s.engines.base import Generation, SamplingParams
 from l2s.errors import UserError
-from l2s.sampling import read_samples, sample, sample_records
+from l2s.sampling import meta_path, read_samples, sample, sample_records
 from l2s.tasks import Problem
 
 PROBLEMS = [Problem(f"p{i}", f"Compute {i} + 1. End with 'Answer: N'.", str(i + 1)) for i in range(5)]
@@ -105,6 +105,26 @@ def test_foreign_outputs_are_refused(tmp_path):
     bare.write_text('{"prompt_id": "x"}\n')
     with pytest.raises(UserError, match="not resumable"):
         sample(ScriptedEngine(), PROBLEMS, bare, SamplingParams(n=1), progress=False)
+
+
+def test_a_model_retrained_at_the_same_path_is_not_resumed(tmp_path):
+    ckpt = tmp_path / "model"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"weights v1")
+    engine = ScriptedEngine()
+    engine.model_path = str(ckpt)
+    out, params = tmp_path / "s.jsonl", SamplingParams(n=1, seed=0)
+    first = sample(engine, PROBLEMS, out, params, progress=False)
+    assert sample(engine, PROBLEMS, out, params, progress=False) == first  # same weights: resumed
+    (ckpt / "model.safetensors").write_bytes(b"weights v2, retrained")
+    with pytest.raises(UserError, match=r"weights were written again.*--force"):
+        sample(engine, PROBLEMS, out, params, progress=False)
+    assert len(sample(engine, PROBLEMS, out, params, force=True, progress=False)) == len(first)
+    # a sidecar written before the weights were recorded still resumes (the path is all it knows)
+    meta = json.loads(meta_path(out).read_text())
+    del meta["model_weights"]
+    meta_path(out).write_text(json.dumps(meta))
+    assert sample(engine, PROBLEMS, out, params, progress=False) == first
 
 
 def _l2s(*args: str) -> list[str]:
