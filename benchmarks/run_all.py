@@ -123,7 +123,11 @@ def git_revision() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+            # RESULTS.md itself is rewritten as the scripts finish: it does not make the code dirty
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)benchmarks/RESULTS.md"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout
         return rev + (" (with uncommitted changes)" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
