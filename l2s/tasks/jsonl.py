@@ -1,7 +1,9 @@
-"""The user's own task: a JSONL file of {"prompt": ..., "answer": ...[, "difficulty": int][, "id": ...]}.
+"""`--task jsonl:PATH`: a JSONL file of {"prompt", "answer"[, "difficulty": int][, "id"]}, used as written.
 
 Every record is checked up front; a bad line is a one-line error naming the line number and field.
-Records with "split": "train"|"test" go to that split; without it, every record is in both.
+Records with "split": "train"|"test" go to that split; without it, every record is in both. The prompt is
+sent as written unless `--prompt-template` is given. For data as published (other column names, worked
+solutions as references, other formats), pass the bare path instead: `l2s.tasks.files` reads it.
 """
 
 from __future__ import annotations
