@@ -15,7 +15,7 @@ from typing import Any
 
 from l2s.engines.base import Generation, Prompt
 from l2s.errors import UserError
-from l2s.grading import THINK_CLOSE, THINK_OPEN, extract_answer, split_reasoning
+from l2s.grading import THINK_CLOSE, THINK_OPEN, answer_span, split_reasoning
 
 
 @dataclass(frozen=True)
@@ -126,16 +126,17 @@ def first_stop(text: str, stops: Sequence[str] | None) -> int:
 
 
 def answer_token_span(
-    tokenizer: Any, ids: Sequence[int], markers: ThinkMarkers, text: str
+    tokenizer: Any, ids: Sequence[int], markers: ThinkMarkers, text: str, *, think_opened: bool = False
 ) -> list[int] | None:
-    """[start, end) of the tokens that spell the final answer (`extract_answer`), or None without one.
+    """[start, end) of the tokens that spell the final answer (`l2s.grading.answer_span`), or None without one.
 
+    `text` is `ids` decoded by `decode_completion`; `think_opened` as in `answer_span` (R1-distill templates).
     Prefix decodes are walked back from the end, where the answer sits, so this costs a few decodes.
     """
-    answer = extract_answer(text)
-    if not answer or (start := text.rfind(answer)) < 0:
+    span = answer_span(text, think_opened=think_opened)
+    if span is None:
         return None
-    end = start + len(answer)
+    start, end = span
     cache: dict[int, int] = {}
 
     def length(k: int) -> int:
@@ -184,9 +185,9 @@ def make_generation(
                 lo = mid + 1
         ids, text, finish, finish_eos = ids[:lo], text[:cut], "stop", False
     reasoning, content = split_reasoning(text, think_opened=think_opened)
-    extra = {}
+    extra: dict[str, Any] = {"think_opened": True} if think_opened else {}  # graders need it
     if logprobs is not None:  # what l2s.confidence needs: where the answer's tokens are
-        extra["answer_tokens"] = answer_token_span(tokenizer, ids, markers, text)
+        extra["answer_tokens"] = answer_token_span(tokenizer, ids, markers, text, think_opened=think_opened)
     return Generation(
         text=text,
         token_ids=ids,
