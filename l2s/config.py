@@ -42,12 +42,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _format_validation(cls: type[Config], err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
+def _format_validation(cls: type[Config], err: ValidationError | dict, source: str) -> str:
+    """One line for the first error (or for `err`, one of `ValidationError.errors()`)."""
+    first = err.errors()[0] if isinstance(err, ValidationError) else err
     loc = ".".join(str(x) for x in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
         valid = ", ".join(sorted(cls.model_fields))
         return f"unknown config key '{loc}' in {source}; valid keys: {valid}"
+    if source == "flags" and first["loc"]:
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        if first["type"] == "missing":
+            return f"missing {flag}: pass it, or set '{first['loc'][0]}' in the --config YAML"
+        return f"bad value for {flag}: {validation_message(first)}"
     return f"bad value for '{loc}' in {source}: {validation_message(first)}"
 
 
@@ -63,6 +69,8 @@ def validation_message(error: dict) -> str:
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
     """Build `cls` from its defaults, then the YAML at `path`, then `overrides` (CLI flags; None = unset).
 
+    An error in the YAML names the file; an error in a flag names the flag.
+
     >>> class Demo(Config):
     ...     n: int = 8
     >>> load_config(Demo, overrides={"n": 4}).n
@@ -70,20 +78,24 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     >>> load_config(Demo, overrides={"m": 1})
     Traceback (most recent call last):
     l2s.errors.UserError: unknown config key 'm' in flags; valid keys: n
+    >>> load_config(Demo, overrides={"n": "ten"})
+    Traceback (most recent call last):
+    l2s.errors.UserError: bad value for --n: Input should be a valid integer, unable to parse string as an integer
     """
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        data.update(read_yaml(path))
-        source = str(path)
-    try:
-        cfg = cls(**data)
-    except ValidationError as e:
-        raise UserError(_format_validation(cls, e, source)) from None
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if flags:
+    if data:
         try:
-            cfg = cls(**{**cfg.model_dump(exclude_unset=True), **data, **flags})
+            cls(**data)
         except ValidationError as e:
-            raise UserError(_format_validation(cls, e, "flags")) from None
-    return cfg
+            # Settings the YAML leaves to the flags are not the YAML's error.
+            if any(err["type"] != "missing" for err in e.errors()):
+                own = next(err for err in e.errors() if err["type"] != "missing")
+                raise UserError(_format_validation(cls, own, str(path))) from None
+    try:
+        return cls(**{**data, **flags})
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = first["loc"][0] if first["loc"] else None
+        source = str(path) if key in data and key not in flags else "flags"
+        raise UserError(_format_validation(cls, e, source)) from None

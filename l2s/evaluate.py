@@ -2,9 +2,10 @@
 
 For each `name=PATH` the held-out split is sampled into RUN_DIR/samples/NAME.jsonl (resumable, with
 per-token logprobs so each sample carries its answer confidence), then RUN_DIR gets:
-- report.json — DESIGN.md's contract: {"task", "n", "models": {name: {"accuracy", "accuracy_ci95",
-  "mean_tokens", "p50_tokens", "p90_tokens", "tokens_per_correct", "token_ratio_vs_long", "path",
-  "method", ...}}}, plus "auto" (what auto mode would do on these samples) when short and long are there;
+- report.json — the contract of docs/DESIGN.md: {"task", "n", "grader", "models": {name: {"accuracy",
+  "accuracy_ci95", "mean_tokens", "p50_tokens", "p90_tokens", "tokens_per_correct", "token_ratio_vs_long",
+  "unparsed", "path", "method", ...}}}, plus "auto" (what auto mode would do on these samples) when short
+  and long are there;
 - report.md and pareto.png (l2s.report);
 - calibration.json — auto mode's escalation threshold, chosen on these samples (l2s.confidence).
 
@@ -22,18 +23,17 @@ from typing import Any
 
 from pydantic import Field
 
-from l2s.config import Config
 from l2s.errors import UserError
+from l2s.sampling import GradedTask
 from l2s.selection import percentile
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-class EvalConfig(Config):
+class EvalConfig(GradedTask):
     """`l2s eval`: which models, on what, and where the run folder goes."""
 
     models: str = Field(description="comma-separated name=PATH pairs; 'long' is the reference")
-    task: str = Field("arith", description="arith | jsonl:PATH")
     n: int = Field(1000, ge=1, description="number of held-out problems")
     samples: int = Field(1, ge=1, description="samples per problem")
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
@@ -100,8 +100,8 @@ def model_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     >>> m = model_metrics([dict(correct=c, completion_tokens=t, reasoning_tokens=0, finish_reason="stop")
     ...                    for c, t in [(True, 10), (False, 30), (True, 20)]])
-    >>> m["accuracy"], m["mean_tokens"], m["p50_tokens"], m["tokens_per_correct"]
-    (0.6666666666666666, 20.0, 20.0, 30.0)
+    >>> m["accuracy"], m["mean_tokens"], m["p50_tokens"], m["tokens_per_correct"], m["unparsed"]
+    (0.6666666666666666, 20.0, 20.0, 30.0, 0.0)
     """
     if not records:
         raise ValueError("no samples to measure")
@@ -117,11 +117,15 @@ def model_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_per_correct": sum(tokens) / correct if correct else None,
         "mean_reasoning_tokens": sum(r.get("reasoning_tokens", 0) for r in records) / n,
         "truncated": sum(r["finish_reason"] == "length" for r in records) / n,
+        # Samples in which the grader found no final answer at all (counted wrong).
+        "unparsed": sum("answer" in r and r["answer"] is None for r in records) / n,
         "samples": n,
     }
 
 
-def build_report(task: str, n: int, runs: dict[str, tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+def build_report(
+    task: str, n: int, runs: dict[str, tuple[str, list[dict[str, Any]]]], grader: str = "flexible"
+) -> dict[str, Any]:
     """report.json from {name: (checkpoint path, sample records)}; 'long' is the token-ratio reference."""
     from l2s.checkpoint import read_provenance
 
@@ -138,7 +142,7 @@ def build_report(task: str, n: int, runs: dict[str, tuple[str, list[dict[str, An
     long_mean = models.get("long", {}).get("mean_tokens")
     for entry in models.values():
         entry["token_ratio_vs_long"] = entry["mean_tokens"] / long_mean if long_mean else None
-    return {"task": task, "n": n, "models": models}
+    return {"task": task, "n": n, "grader": grader, "models": models}
 
 
 def _check_models(cfg: EvalConfig) -> dict[str, Path]:
@@ -157,10 +161,10 @@ def run(cfg: EvalConfig) -> Path:
     from l2s.engines import get_engine
     from l2s.report import render
     from l2s.sampling import _check_resumable, sample, sample_meta
-    from l2s.tasks import get_task
+    from l2s.tasks import load_task
 
     models = _check_models(cfg)
-    problems = get_task(cfg.task, seed=cfg.seed).problems("test", cfg.n)
+    problems = load_task(cfg, seed=cfg.seed).problems("test", cfg.n)
     if not problems:
         raise UserError(f"task {cfg.task} has no held-out (test) problems")
     from l2s.engines.base import SamplingParams
@@ -176,7 +180,7 @@ def run(cfg: EvalConfig) -> Path:
     run_dir = Path(cfg.out).expanduser()
     if run_dir.is_file():
         raise UserError(f"--out {run_dir} is a file; pass a folder for the run")
-    settings = {"task": cfg.task, "split": "test", "engine": cfg.engine}
+    settings = {**cfg.task_settings(), "split": "test", "engine": cfg.engine}
     outs = {name: run_dir / "samples" / f"{name}.jsonl" for name in models}
     if not cfg.force:  # refuse non-resumable outputs before any model is loaded
         for name, path in models.items():
@@ -193,11 +197,12 @@ def run(cfg: EvalConfig) -> Path:
                 batch_size=cfg.batch_size,
                 force=cfg.force,
                 settings=settings,
+                grader=cfg.grader,
             )
         finally:
             engine.close()
         runs[name] = (str(path), records)
-    report = build_report(cfg.task, len(problems), runs)
+    report = build_report(cfg.task, len(problems), runs, grader=cfg.grader)
     if "short" in runs and "long" in runs:
         cal = calibrate(runs["short"][1], runs["long"][1], tolerance=cfg.auto_tolerance)
         cal |= {"short_model": runs["short"][0], "long_model": runs["long"][0], "task": cfg.task}
@@ -207,10 +212,3 @@ def run(cfg: EvalConfig) -> Path:
     render(run_dir)
     print((run_dir / "report.md").read_text())
     return run_dir
-
-
-def cli(args) -> int:
-    from l2s.sampling import config_from_flags
-
-    run(config_from_flags(EvalConfig, args))
-    return 0

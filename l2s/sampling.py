@@ -20,23 +20,40 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
-from l2s.config import Config, validation_message
 from l2s.engines.base import Engine, Generation, SamplingParams
 from l2s.errors import UserError
-from l2s.tasks import Problem
+from l2s.tasks import Problem, TaskOptions
 
 BATCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different runs' batches do not collide for b < stride
 
 
-class SampleConfig(Config):
+class GradedTask(TaskOptions):
+    """A task (`TaskOptions`) and the grader that decides which of its answers are correct."""
+
+    grader: Literal["flexible", "strict"] = Field(
+        "flexible",
+        description="flexible: boxed, final-answer phrases, else the last expression | strict: boxed and "
+        "final-answer phrases only (for rewards a trailing number must not game)",
+    )
+
+    def task_settings(self) -> dict[str, Any]:
+        """The task and grader settings that differ from their defaults (what a samples sidecar records)."""
+        fields = GradedTask.model_fields
+        return {
+            k: getattr(self, k)
+            for k in fields
+            if k == "task" or getattr(self, k) != fields[k].get_default(call_default_factory=True)
+        }
+
+
+class SampleConfig(GradedTask):
     """`l2s sample`: what to sample and where to write it."""
 
     model: str = Field(description="checkpoint folder")
-    task: str = Field("arith", description="arith | jsonl:PATH")
     split: str = Field("test", description="train | test")
     limit: int | None = Field(None, ge=1, description="number of prompts (default: the whole split)")
     n: int = Field(8, ge=1, description="samples per prompt")
@@ -62,7 +79,7 @@ def problems_digest(problems: Sequence[Problem]) -> str:
     """A fingerprint of the prompts and references, so a resumed file is known to be for the same ones."""
     h = hashlib.sha256()
     for p in problems:
-        h.update(json.dumps([p.id, p.prompt, p.answer]).encode())
+        h.update(json.dumps([p.id, p.prompt, p.answer, *([p.system] if p.system else [])]).encode())
     return h.hexdigest()[:16]
 
 
@@ -102,15 +119,20 @@ def batches(problems: Sequence[Problem], n: int, batch_size: int) -> list[list[P
     return [list(problems[i : i + per]) for i in range(0, len(problems), per)]
 
 
-def to_record(problem: Problem, idx: int, gen: Generation, *, model: str, seed: int) -> dict[str, Any]:
-    """One sample record (DESIGN.md "Sample record"), graded by `l2s.grading`."""
+def to_record(
+    problem: Problem, idx: int, gen: Generation, *, model: str, seed: int, grader: str = "flexible"
+) -> dict[str, Any]:
+    """One sample record (docs/DESIGN.md "Sample record"), graded by `l2s.grading`.
+
+    `answer` is None when the grader finds no final answer (an "unparsed" sample)."""
     from l2s.grading import extract_answer, is_equivalent
 
-    answer = extract_answer(gen.text)
+    answer = extract_answer(gen.text, grader=grader, think_opened=gen.extra.get("think_opened", False))
     record = {
         "prompt_id": problem.id,
         "sample_idx": idx,
         "prompt": problem.prompt,
+        **({"system": problem.system} if problem.system else {}),
         "completion": gen.text,
         "completion_tokens": gen.completion_tokens,
         "reasoning_tokens": gen.reasoning_tokens,
@@ -118,6 +140,7 @@ def to_record(problem: Problem, idx: int, gen: Generation, *, model: str, seed: 
         "answer": answer,
         "correct": is_equivalent(answer, problem.answer),
         "reference": problem.answer,
+        "grader": grader,
         "difficulty": problem.difficulty,
         "model": model,
         "seed": seed,
@@ -137,6 +160,7 @@ def sample_records(
     batch_size: int = 64,
     done: set[tuple[str, int]] | frozenset = frozenset(),
     model: str | None = None,
+    grader: str = "flexible",
 ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """Yield (batch index, records not in `done`) per fixed batch; `params.seed` is the run seed."""
     run_seed = params.seed or 0
@@ -144,12 +168,12 @@ def sample_records(
         if all((p.id, i) in done for p in group for i in range(params.n)):
             continue
         batch_params = SamplingParams(**{**vars(params), "seed": run_seed * BATCH_SEED_STRIDE + b})
-        messages = [[{"role": "user", "content": p.prompt}] for p in group]
+        messages = [p.messages() for p in group]
         gens = engine.generate(messages, batch_params)
         yield (
             b,
             [
-                to_record(p, i, g, model=model or engine.name, seed=run_seed)
+                to_record(p, i, g, model=model or engine.name, seed=run_seed, grader=grader)
                 for p, row in zip(group, gens, strict=True)
                 for i, g in enumerate(row)
                 if (p.id, i) not in done
@@ -234,6 +258,7 @@ def sample(
     force: bool = False,
     settings: dict[str, Any] | None = None,
     progress: bool = True,
+    grader: str = "flexible",
 ) -> list[dict[str, Any]]:
     """Sample `params.n` completions per problem into `out` (resuming it); returns all of its records.
 
@@ -252,7 +277,10 @@ def sample(
     start, tokens = time.perf_counter(), 0
     with open(out, "ab") as f:
         f.truncate(good)  # drop a half-written last line from a killed run
-        for _, new in sample_records(engine, problems, params, batch_size=batch_size, done=done):
+        new_batches = sample_records(
+            engine, problems, params, batch_size=batch_size, done=done, grader=grader
+        )
+        for _, new in new_batches:
             f.write("".join(json.dumps(r) + "\n" for r in new).encode())
             f.flush()
             os.fsync(f.fileno())  # a killed run loses at most the batch in flight
@@ -286,43 +314,43 @@ def run(cfg: SampleConfig) -> Path:
     """Build the task and engine from `cfg` and sample into `cfg.out`."""
     from l2s.checkpoint import validate_checkpoint
     from l2s.engines import ENGINES, get_engine
-    from l2s.tasks import get_task
+    from l2s.tasks import load_task
 
     if cfg.engine not in ENGINES:
         raise UserError(f"unknown engine '{cfg.engine}'; choose one of: {', '.join(ENGINES)}")
-    problems = get_task(cfg.task, seed=cfg.seed).problems(cfg.split, cfg.limit)
+    problems = load_task(cfg, seed=cfg.seed).problems(cfg.split, cfg.limit)
     if not problems:
         raise UserError(f"task {cfg.task} has no {cfg.split} problems")
     validate_checkpoint(cfg.model)
     params, out = sampling_params(cfg), Path(cfg.out).expanduser()
-    settings = {"task": cfg.task, "split": cfg.split, "engine": cfg.engine}
+    settings = {**cfg.task_settings(), "split": cfg.split, "engine": cfg.engine}
     if not cfg.force:  # refuse a non-resumable output before paying for the model load
         _check_resumable(out, sample_meta(cfg.model, problems, params, cfg.batch_size, settings), False)
     engine = get_engine(cfg.engine, cfg.model, batch_size=cfg.batch_size)
     try:
         records = sample(
-            engine, problems, out, params, batch_size=cfg.batch_size, force=cfg.force, settings=settings
+            engine,
+            problems,
+            out,
+            params,
+            batch_size=cfg.batch_size,
+            force=cfg.force,
+            settings=settings,
+            grader=cfg.grader,
         )
     finally:
         engine.close()
     acc = sum(r["correct"] for r in records) / len(records)
     mean = sum(r["completion_tokens"] for r in records) / len(records)
-    print(f"{out}: {len(records)} samples, accuracy {acc:.3f}, mean {mean:.1f} completion tokens")
+    unparsed = sum(r["answer"] is None for r in records) / len(records)
+    print(
+        f"{out}: {len(records)} samples, accuracy {acc:.3f} ({cfg.grader} grader, {unparsed:.1%} unparsed), "
+        f"mean {mean:.1f} completion tokens"
+    )
     return out
 
 
-def config_from_flags(cls: type[Config], args) -> Config:
-    """Build a config from argparse flags; a bad value is a one-line `UserError` naming the flag."""
-    from pydantic import ValidationError
-
-    try:
-        return cls(**{k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None})
-    except ValidationError as e:
-        first = e.errors()[0]
-        flag = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise UserError(f"bad value for {flag}: {validation_message(first)}") from None
-
-
-def cli(args) -> int:
-    run(config_from_flags(SampleConfig, args))
-    return 0
+def record_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat messages a sample record's prompt was sent as (its system prompt, then the user turn)."""
+    head = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+    return [*head, {"role": "user", "content": record["prompt"]}]

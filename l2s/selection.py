@@ -94,6 +94,7 @@ def preference_pairs(
                 {
                     "prompt_id": pid,
                     "prompt": chosen["prompt"],
+                    **({"system": chosen["system"]} if chosen.get("system") else {}),
                     "chosen": chosen["completion"],
                     "rejected": r["completion"],
                     "chosen_tokens": chosen["completion_tokens"],

@@ -163,10 +163,10 @@ def test_bad_input_is_a_user_error(family, pico_ckpt, tmp_path):
     (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="no chat template"):
         run(EvalConfig(models=f"long={bare}", out=str(tmp_path / "r"), engine="scripted"))
-    from l2s.sampling import config_from_flags
+    from l2s.config import load_config
 
     with pytest.raises(UserError, match="--n"):
-        config_from_flags(EvalConfig, Namespace(models="long=/x", n=0, out="r"))
+        load_config(EvalConfig, overrides=vars(Namespace(models="long=/x", n=0, out="r")))
 
 
 @given(st.integers(0, 200), st.integers(1, 200))

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from l2s import __version__
 from l2s.checkpoint import atomic_dir, atomic_write_text, validate_checkpoint, write_provenance
+from l2s.config import Config
+from l2s.embedded import DEFAULT_CACHE
 from l2s.embedded.presets import Preset, get_preset
 from l2s.errors import UserError
 
@@ -256,10 +260,19 @@ def init_family(
     return paths
 
 
-def cli(args) -> int:
-    """Handler of `l2s init` (flags: --out, --preset, --seed, --force)."""
-    paths = init_family(args.out, preset=args.preset, seed=args.seed, force=args.force)
+class InitConfig(Config):
+    """`l2s init`: where the embedded family goes and how it is trained."""
+
+    out: str = Field(DEFAULT_CACHE, description="cache folder for the family")
+    preset: str = Field("default", description="tiny (seconds, for tests) | default (the real workload)")
+    seed: int | None = Field(None, description="training seed (default: the preset's)")
+    force: bool = Field(False, description="rebuild even if the cache holds a finished family")
+
+
+def run(cfg: InitConfig) -> dict[str, Path]:
+    """`l2s init`: build the family and print where each model is."""
+    paths = init_family(cfg.out, preset=cfg.preset, seed=cfg.seed, force=cfg.force)
     print("family ready:")
     for name, path in paths.items():
         print(f"  {name:9s} {path}")
-    return 0
+    return paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 from l2s.config import load_config
@@ -39,38 +40,25 @@ def get_method(name: str) -> ModuleType:
     return importlib.import_module(METHODS[name])
 
 
-def parse_alphas(text: str) -> list[float]:
-    """`--sweep 0.1,0.3,0.5` -> [0.1, 0.3, 0.5].
-
-    >>> parse_alphas("0.1, 0.5,0.9")
-    [0.1, 0.5, 0.9]
-    >>> parse_alphas("0.1,x")
-    Traceback (most recent call last):
-    l2s.errors.UserError: --sweep takes comma-separated numbers such as 0.1,0.3,0.5; got '0.1,x'
-    """
-    try:
-        return [float(a) for a in text.split(",") if a.strip()]
-    except ValueError:
-        raise UserError(f"--sweep takes comma-separated numbers such as 0.1,0.3,0.5; got {text!r}") from None
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def cli(args: argparse.Namespace) -> int:
+def method_configs() -> dict[str, type]:
+    """{method name: its Config class}: what `l2s derive` generates its flags from."""
+    return {name: get_method(name).CONFIG for name in METHODS}
+
+
+def run_method(args: argparse.Namespace) -> Path:
     """`l2s derive`: build the method's config (defaults < --config YAML < flags) and run it."""
     module = get_method(args.method)
     cls = module.CONFIG
-    flags = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and not k.startswith("_")}
-    flags["force"] = flags.get("force") or None  # an unset store_true must not override the YAML
-    if isinstance(flags.get("sweep"), str):
-        flags["sweep"] = parse_alphas(flags["sweep"])
-    foreign = [k for k, v in flags.items() if v is not None and k not in cls.model_fields]
+    every = {f for c in method_configs().values() for f in c.model_fields}
+    flags = {k: v for k in every if (v := getattr(args, k, None)) is not None}
+    foreign = [k for k in flags if k not in cls.model_fields]
     if foreign:
-        own = ", ".join(_flag(k) for k in cls.model_fields if k in flags)
+        own = ", ".join(_flag(k) for k in cls.model_fields)
         raise UserError(f"{_flag(foreign[0])} does not apply to --method {args.method} (its flags: {own})")
-    flags = {k: v for k, v in flags.items() if k in cls.model_fields and v is not None}
     cfg = load_config(cls, args.config)  # the YAML alone: its errors name the file
     # A flag replaces the YAML's value of its exclusive partner (merge: --alpha replaces a YAML sweep).
     replaced = {partner for flag, partner in getattr(module, "FLAG_REPLACES", {}).items() if flag in flags}
@@ -78,5 +66,4 @@ def cli(args: argparse.Namespace) -> int:
         cfg = load_config(cls, None, {**cfg.model_dump(exclude_unset=True, exclude=replaced), **flags})
     else:
         cfg = load_config(cls, args.config, flags)
-    module.run(cfg)
-    return 0
+    return module.run(cfg)

@@ -62,11 +62,13 @@ class DPOMethodConfig(LongSamplesConfig):
 
 def dpo_rows(pairs: list[dict[str, Any]], text: TrainingText) -> list[dict[str, str]]:
     """TRL's plain-text preference rows, in the long model's own chat format (l2s.methods.training_text)."""
+    from l2s.sampling import record_messages
+
     return [
         {
-            "prompt": text.prompt(p["prompt"]),
-            "chosen": text.completion(p["prompt"], p["chosen"]),
-            "rejected": text.completion(p["prompt"], p["rejected"]),
+            "prompt": text.prompt(record_messages(p)),
+            "chosen": text.completion(record_messages(p), p["chosen"]),
+            "rejected": text.completion(record_messages(p), p["rejected"]),
         }
         for p in pairs
     ]

@@ -30,9 +30,9 @@ from l2s.checkpoint import (
     validate_checkpoint,
     write_provenance,
 )
-from l2s.config import Config
 from l2s.errors import UserError
 from l2s.methods.training_text import TrainingText
+from l2s.sampling import GradedTask
 
 # Files that make a checkpoint's tokenizer, chat template and generation defaults; copied verbatim
 # from the start model so the trained checkpoint tokenizes and chats exactly as its parent did.
@@ -50,14 +50,14 @@ TOKENIZER_FILES = (
 )
 
 
-class LongSamplesConfig(Config):
-    """What shortest-rs and DPO share: where the long model's samples come from, and the run's output."""
+class LongSamplesConfig(GradedTask):
+    """What shortest-rs and DPO share: the task whose train split is sampled and its grader
+    (`GradedTask`), where the long model's samples come from, and the run's output."""
 
     long: str | None = Field(None, description="the long-CoT checkpoint (sampled, and trained by default)")
     out: str | None = Field(None, description="output checkpoint folder (work files go to OUT.work/)")
     force: bool = Field(False, description="replace an existing output and discard unfinished work")
     seed: int = Field(0, description="seed of sampling and training")
-    task: str = Field("arith", description="task whose train split is sampled: arith | jsonl:PATH")
     limit: int | None = Field(512, ge=1, description="number of train prompts (None: the whole split)")
     n: int = Field(8, ge=1, description="samples per prompt (Kimi: 8)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
@@ -126,7 +126,8 @@ def long_samples(cfg: LongSamplesConfig, long: Path, work: Path) -> tuple[list[d
     work.mkdir(parents=True, exist_ok=True)
     path = work / "samples.jsonl"
     sample_cfg = sampling.SampleConfig(
-        model=str(long), task=cfg.task, split="train", limit=cfg.limit, n=cfg.n,
+        **cfg.model_dump(include=set(sampling.GradedTask.model_fields)),
+        model=str(long), split="train", limit=cfg.limit, n=cfg.n,
         temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, engine=cfg.engine,
         batch_size=cfg.sample_batch_size, seed=cfg.seed, out=str(path),
     )  # fmt: skip
@@ -230,10 +231,13 @@ def save_trained(trainer: Any, start: Path, out: Path, *, force: bool, provenanc
 def sft_rows(best: dict[str, dict[str, Any]], text: TrainingText) -> list[dict[str, str]]:
     """TRL's plain-text prompt-completion rows: the prompt as the trained model's template renders it, the
     chosen answer as the long model wrote it (l2s.methods.training_text says why not conversational rows)."""
-    return [
-        {"prompt": text.prompt(r["prompt"]), "completion": text.completion(r["prompt"], r["completion"])}
-        for r in best.values()
-    ]
+    from l2s.sampling import record_messages
+
+    rows = []
+    for r in best.values():
+        msgs = record_messages(r)
+        rows.append({"prompt": text.prompt(msgs), "completion": text.completion(msgs, r["completion"])})
+    return rows
 
 
 def run(cfg: ShortestRSConfig) -> Path:

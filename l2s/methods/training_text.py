@@ -67,16 +67,18 @@ class TrainingText:
         self._strip_bos = bos if bos and tokenizer.bos_token_id in ids[:1] else ""
         self._source = source_tokenizer
 
-    def _render(self, tokenizer: Any, prompt: str) -> str:
-        return render_prompt(tokenizer, [{"role": "user", "content": prompt}]).text
+    def _render(self, tokenizer: Any, prompt: str | list[dict[str, str]]) -> str:
+        """The prompt as `tokenizer`'s chat template renders it: a user turn, or whole chat messages."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return render_prompt(tokenizer, messages).text
 
-    def prompt(self, prompt: str) -> str:
+    def prompt(self, prompt: str | list[dict[str, str]]) -> str:
         text = self._render(self.tokenizer, prompt)
         if self._strip_bos and text.startswith(self._strip_bos):
             text = text[len(self._strip_bos) :]
         return text
 
-    def completion(self, prompt: str, completion: str) -> str:
+    def completion(self, prompt: str | list[dict[str, str]], completion: str) -> str:
         if self._source is None:  # sampled from the trained model itself: the text as generated
             return completion
         target = open_think_suffix(self._render(self.tokenizer, prompt))

@@ -12,16 +12,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from l2s.config import Config
 from l2s.rl.curriculum import STRATEGIES
+from l2s.sampling import GradedTask
 
 
-class RLConfig(Config):
+class RLConfig(GradedTask):
+    """The task with verifiable answers and its grader (`GradedTask`), then the RL settings."""
+
     # What to train and where the result goes.
     init: str | None = Field(None, description="checkpoint folder the policy starts from (e.g. long-sft)")
     out: str | None = Field(None, description="output checkpoint folder (HF format + l2s.json)")
     force: bool = Field(False, description="replace an existing --out and discard an unfinished run")
-    task: str = Field("arith", description="task with verifiable answers: arith | jsonl:PATH")
     train_problems: int | None = Field(
         None, ge=1, description="size of the prompt pool drawn from the train split (None: the whole split)"
     )

@@ -17,13 +17,24 @@ from collections.abc import Sequence
 from l2s.grading import grade
 
 
-def correctness_reward(completions: Sequence[str], answer: Sequence[str], **_) -> list[float]:
+def correctness_reward(
+    completions: Sequence[str],
+    answer: Sequence[str],
+    grader: str = "flexible",
+    think_opened: bool = False,
+    **_,
+) -> list[float]:
     """1.0 for a completion whose final answer the shared grader accepts, else 0.0.
+
+    `grader="strict"` reads only boxed answers and explicit final-answer lines (l2s.grading), so a
+    policy cannot earn reward by ending on a lucky number. `think_opened`: the chat template opened the
+    think block in the prompt (R1-distill style), so a completion that never closes it has no answer.
 
     >>> correctness_reward(["<think>\\n2+2=4\\n</think>\\nAnswer: 4", "Answer: 5"], answer=["4", "4"])
     [1.0, 0.0]
     """
-    return [1.0 if ok else 0.0 for ok in grade(list(completions), list(answer))]
+    ok = grade(list(completions), list(answer), grader=grader, think_opened=think_opened)
+    return [1.0 if c else 0.0 for c in ok]
 
 
 def group_length_reward(lengths: Sequence[int], correct: Sequence[bool]) -> list[float]:
@@ -105,6 +116,8 @@ def kimi_reward(
     group_size: int,
     length_weight: float = 0.0,
     repeat_weight: float = 0.0,
+    grader: str = "flexible",
+    think_opened: bool = False,
 ) -> dict[str, list[float]]:
     """The total RL reward and its parts: correctness + length_weight·length + repeat penalty.
 
@@ -113,7 +126,7 @@ def kimi_reward(
     >>> parts["reward"], parts["length"]
     ([1.25, 0.75], [0.5, -0.5])
     """
-    correct_f = correctness_reward(completions, answer)
+    correct_f = correctness_reward(completions, answer, grader=grader, think_opened=think_opened)
     correct = [c > 0 for c in correct_f]
     length = length_reward(completions, completion_tokens, correct, group_size)
     repeat = repeat_penalty(completions, repeated, penalty=repeat_weight)
