@@ -134,7 +134,18 @@ def git_revision() -> str:
         return "unknown"
 
 
-def render(outcomes: list[Outcome], command: str, started: str, machine_line: str) -> str:
+HISTORY = "## Measurement history"
+
+
+def kept_history(path: str | Path) -> str:
+    """The measurement history of an existing RESULTS.md (from its HISTORY heading on), kept across runs."""
+    p = Path(path)
+    text = p.read_text() if p.is_file() else ""
+    i = text.find(HISTORY)
+    return text[i:] if i >= 0 else ""
+
+
+def render(outcomes: list[Outcome], command: str, started: str, machine_line: str, history: str = "") -> str:
     out = [
         "# Benchmark results",
         "",
@@ -159,6 +170,8 @@ def render(outcomes: list[Outcome], command: str, started: str, machine_line: st
         out += ["", f"## {o.name}", "", f"`{o.command}` — {o.status}"]
         if o.output.strip():
             out += ["", "```", o.output.rstrip("\n"), "```"]
+    if history:
+        out += ["", history.rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -186,6 +199,7 @@ def main() -> int:
     if not todo:
         ap.error("--only and --skip leave nothing to run")
     outcomes: list[Outcome] = []
+    history = kept_history(args.out)
     for i, name in enumerate(todo):
         outcomes.append(run_one(name, PLAN.get(name, Plan()), args.timeout))
         # rewritten after every script, so an interrupted run still leaves what it measured
@@ -193,7 +207,8 @@ def main() -> int:
             Outcome(n, f"python benchmarks/{n}.py", "not run yet (the run was interrupted)")
             for n in todo[i + 1 :]
         ]
-        atomic_write_text(args.out, render(outcomes + pending, command.strip(), started, machine_line))
+        text = render(outcomes + pending, command.strip(), started, machine_line, history)
+        atomic_write_text(args.out, text)
     print(f"\nwrote {args.out}")
     for o in outcomes:
         print(f"  {o.name:18} {o.status}")

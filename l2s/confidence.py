@@ -1,6 +1,6 @@
 """Answer confidence, and the threshold that decides when `auto` escalates from short to long.
 
-Written by hand: the definition is l2s's own (the Kimi report has no routing; DESIGN.md, "Serving").
+Written by hand: the definition is l2s's own (the Kimi report has no routing; docs/DESIGN.md, "Serving").
 
 **Confidence** of a generation = the lowest probability the model gave to any token of its final
 answer (the value `extract_answer` returns, e.g. the digits after "Answer:"), read from the engine's

@@ -3,7 +3,10 @@
 1. build (or reuse) the embedded family: base, short, long-sft and long (the full RL stage);
 2. derive short-CoT models from long: a merge alpha sweep, shortest rejection sampling, DPO and
    long2short RL (shortest-rs and DPO share one set of long samples);
-3. evaluate every model on the held-out split and write report.json / report.md / pareto.png.
+3. evaluate every model on the held-out split and write report.json / report.md / pareto.png;
+4. choose what `l2s serve` serves by default: long and the best derived short model (`best_short`),
+   with auto's threshold calibrated for that pair on the evaluation's samples, and point the family's
+   `last-run.json` at them (`l2s.server.settings.LastRun`); then print the serve and ui commands.
 
 Every step is resumable and reuses what a previous run finished, so a second run is quick. This module
 only sequences the library's own steps; it adds no method of its own.
@@ -11,6 +14,8 @@ only sequences the library's own steps; it adds no method of its own.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,17 +23,21 @@ from typing import Any
 from pydantic import Field
 
 from l2s.config import Config
+from l2s.embedded import DEFAULT_CACHE
 from l2s.errors import UserError
+
+FAMILY = ("long", "short", "long-sft")  # the embedded family's models; every other one is derived
+SERVE_POINTS = 1.0  # accuracy points the served short model, and auto, may give up against long
 
 
 class QuickstartConfig(Config):
     out: str = Field("runs/quickstart", description="run folder: derived models, samples, report")
-    cache: str = Field(description="embedded family cache folder")
+    cache: str = Field(DEFAULT_CACHE, description="embedded family cache folder")
     preset: str = Field("default", description="embedded preset: default | tiny (seconds, for tests)")
     n: int = Field(1000, ge=1, description="held-out problems to evaluate")
     # 0.75 and 0.8: on the embedded family a linear merge turns from short-style to long-style answers
-    # between alpha 0.72 and 0.80 (measured: 0.72 -> 20% at 0.26 of long's tokens, 0.76 -> 82% at 0.87,
-    # 0.80 -> 99.7% at 1.01), so the sweep samples that stretch instead of only stepping over it.
+    # between alpha 0.72 and 0.80 (0.72: 20% accuracy at 0.26 of long's tokens; 0.76: 82% at 0.87; 0.80:
+    # 99.7% at 1.01), so the sweep samples that stretch instead of stepping over it.
     alphas: list[float] = Field(
         [0.1, 0.3, 0.5, 0.7, 0.75, 0.8, 0.9], description="merge sweep (weight of the long model)"
     )
@@ -46,10 +55,8 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 # The default (embedded, 0.5M-parameter) family: the methods' defaults are sized for 7B models (tiny
-# learning rates, 10-minute RL); these fit the small models and keep quickstart's wall time bounded.
-# Measured with 512 train prompts x 8 samples and 4-minute RL: 27.5 min after the family was built
-# (samples 522 s, shortest-rs 56 s, dpo 351 s, rl 248 s, eval of 11 models 461 s, other jobs sharing
-# the cores); 256 prompts and 3-minute RL aim at about 20.
+# learning rates, 10-minute RL); these fit the small models and keep the quickstart's wall time to a
+# few minutes on two CPU cores once the family is built (256 train prompts x 8 samples, 3-minute RL).
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     "sampling": {"limit": 256},
     "shortest-rs": {"limit": 256, "learning_rate": 3e-4},
@@ -158,17 +165,88 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
         spec = ",".join(f"{name}={path}" for name, path in models.items())
         evaluate(EvalConfig(models=spec, n=cfg.n, out=str(out), force=cfg.force, **over["eval"]))
 
+    served = choose_served(out, cfg.cache, [name for name in models if name not in FAMILY])
     for method, why in failed.items():
         print(f"not in the report: {method} ({why})")
     print("\nwhere the time went: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
     print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'pareto.png'}")
-    print("next:\n  .venv/bin/l2s serve            # OpenAI-compatible endpoint, mode=short|long|auto")
-    print("  .venv/bin/l2s ui --server http://127.0.0.1:8000")
+    print(next_commands(served, cfg.cache))
     return out, failed
 
 
-def cli(args) -> int:
-    _, failed = run(
-        QuickstartConfig(out=args.out, cache=args.cache, preset=args.preset, n=args.n, force=args.force)
+def best_short(report: dict[str, Any], candidates: list[str], points: float = SERVE_POINTS) -> str | None:
+    """The candidate with the fewest mean tokens among those within `points` accuracy points of long's
+    accuracy in `report` (report.json); None when none is.
+
+    >>> m = lambda acc, tok: {"accuracy": acc, "mean_tokens": tok}
+    >>> r = {"models": {"long": m(0.999, 64.2), "rl": m(1.0, 26.9), "dpo": m(0.988, 30.7),
+    ...                 "shortest-rs": m(0.997, 42.3), "merge-0.7": m(0.119, 9.8)}}
+    >>> best_short(r, ["rl", "dpo", "shortest-rs", "merge-0.7"]), best_short(r, ["dpo"]), best_short(r, ["dpo"], 2)
+    ('rl', None, 'dpo')
+    """
+    models = report["models"]
+    floor = models["long"]["accuracy"] - points / 100 - 1e-9
+    within = [name for name in candidates if name in models and models[name]["accuracy"] >= floor]
+    return min(within, key=lambda name: (models[name]["mean_tokens"], name), default=None)
+
+
+def choose_served(out: Path, cache: str | Path, candidates: list[str]):
+    """Pick the served short model (`best_short`, else the family's short), calibrate auto for it and
+    long on the run's evaluation samples (`calibration-NAME.json`, tolerance `SERVE_POINTS`), and write
+    the family's pointer that `l2s serve` and `l2s ui` read. Returns the `LastRun`."""
+    from l2s.checkpoint import atomic_write_text
+    from l2s.confidence import calibrate
+    from l2s.report import read_report
+    from l2s.sampling import read_samples
+    from l2s.server.settings import LastRun, write_last_run
+
+    out = Path(out)
+    report = read_report(out)
+    name = best_short(report, candidates) or "short"
+    samples = {m: read_samples(out / "samples" / f"{m}.jsonl") for m in ("long", name)}
+    cal = calibrate(samples[name], samples["long"], tolerance=SERVE_POINTS / 100)
+    long, short = report["models"]["long"]["path"], report["models"][name]["path"]
+    cal |= {"short_model": short, "long_model": long, "task": report["task"]}
+    calibration = out / f"calibration-{name}.json"
+    atomic_write_text(calibration, json.dumps(cal, indent=2) + "\n")
+    task = {"task": report["task"]} if isinstance(report["task"], str) else dict(report["task"])
+    served = LastRun(out.resolve(), Path(long), Path(short), name, calibration.resolve(), task)
+    write_last_run(cache, served)
+    return served
+
+
+def _l2s() -> str:
+    """How to call the `l2s` command that is running now: its script beside this Python, relative to
+    the current folder when it is inside it (`.venv/bin/l2s` in a checkout), else `l2s`."""
+    script = Path(sys.executable).parent / "l2s"
+    if not script.is_file():
+        return "l2s"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def next_commands(served, cache: str | Path) -> str:
+    """The exact `l2s serve` and `l2s ui` commands that serve and show this run, for the closing lines."""
+    cache = Path(cache).expanduser().resolve()
+    env = "" if cache == Path(DEFAULT_CACHE).resolve() else f"L2S_CACHE={cache} "
+    ui = f"{env}{_l2s()} ui --server http://127.0.0.1:8000"
+    if served.run_dir != Path(QuickstartConfig.model_fields["out"].default).resolve():
+        ui += f" --run-dir {served.run_dir}"
+    why = (
+        f"the derived model with the fewest tokens within {SERVE_POINTS:g} point of long's accuracy"
+        if served.short_name != "short"
+        else f"no derived model came within {SERVE_POINTS:g} point of long's accuracy"
     )
+    return (
+        f"\nnext, in two terminals:\n  {env}{_l2s()} serve\n  {ui}\n"
+        f"`l2s serve` serves long and '{served.short_name}' ({why}) with mode=short|long|auto, auto "
+        f"calibrated on this run ({served.calibration.name}); --long/--short/--calibration override them."
+    )
+
+
+def run_cli(cfg: QuickstartConfig) -> int:
+    """`l2s quickstart`: exit code 1 when a method failed (the others are still in the report)."""
+    _, failed = run(cfg)
     return 1 if failed else 0

@@ -1,22 +1,29 @@
 """report.md and pareto.png from an eval run's report.json (`l2s report RUN_DIR` re-renders them).
 
 The plot follows Kimi k1.5's Figure 7 (long2short: accuracy against mean response tokens): one labelled
-point per model with its 95% interval, merge alpha sweeps joined into a curve from short (alpha 0) to
-long (alpha 1), short's accuracy drawn as the floor. Points up and to the left are better.
-matplotlib does the drawing (Agg backend, no display needed).
+point per model with its 95% interval, a merge alpha sweep joined into one curve from short (alpha 0)
+to long (alpha 1) in order of alpha, short's accuracy drawn as the floor. Points up and to the left are
+better. matplotlib does the drawing (Agg backend, no display needed); label placement is ours (see
+`place_labels`): matplotlib has none, and overprinted names make a crowded plot unreadable.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from l2s.config import Config
 from l2s.errors import UserError
 
 REQUIRED = ("accuracy", "accuracy_ci95", "mean_tokens", "p50_tokens", "p90_tokens", "tokens_per_correct")
-REQUIRED += ("token_ratio_vs_long", "path", "method")  # DESIGN.md's report contract
+REQUIRED += ("token_ratio_vs_long", "path", "method")  # docs/DESIGN.md, "report.json"
 COLUMNS = ["model", "method", "accuracy", "95% CI", "mean tok", "p50", "p90", "tok/correct", "vs long"]
+PARENTS = ("long", "short", "long-sft")  # drawn in their own colours, whatever method made them
+_MERGE_NAME = re.compile(r"merge-(\d*\.?\d+)")
 
 
 def read_report(run_dir: str | Path) -> dict[str, Any]:
@@ -41,31 +48,46 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown table, best accuracy first.
+    """The report as a Markdown table, best accuracy first; an `unparsed` column (share of samples
+    with no extractable answer) when the entries carry it, and the grader when the report names one.
 
     >>> r = {"task": "arith", "n": 2, "models": {"long": {"accuracy": 1.0, "accuracy_ci95": [0.34, 1.0],
     ...      "mean_tokens": 40.0, "p50_tokens": 40.0, "p90_tokens": 44.0, "tokens_per_correct": 40.0,
     ...      "token_ratio_vs_long": 1.0, "path": "/m/long", "method": "rl"}}}
     >>> print(render_markdown(r).splitlines()[4])
     | long | rl | 1.000 | [0.340, 1.000] | 40.0 | 40 | 44 | 40.0 | 1.00 |
+    >>> r["grader"] = "strict"; r["models"]["long"]["unparsed"] = 0.025
+    >>> md = render_markdown(r).splitlines()
+    >>> print(md[2]); print(md[4]); print(md[-1])
+    | model | method | accuracy | 95% CI | unparsed | mean tok | p50 | p90 | tok/correct | vs long |
+    | long | rl | 1.000 | [0.340, 1.000] | 2.5% | 40.0 | 40 | 44 | 40.0 | 1.00 |
+    Answers graded by the `strict` grader.
     """
+    models = report["models"]
+    unparsed = any("unparsed" in m for m in models.values())
+    columns = COLUMNS[:4] + ["unparsed"] + COLUMNS[4:] if unparsed else COLUMNS
     lines = [
         f"# l2s eval: {report['task']} (n = {report['n']} held-out problems)",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
-    ordered = sorted(report["models"].items(), key=lambda kv: (-kv[1]["accuracy"], kv[1]["mean_tokens"]))
-    for name, m in ordered:
+    for name, m in sorted(models.items(), key=lambda kv: (-kv[1]["accuracy"], kv[1]["mean_tokens"])):
         method = m.get("method") or "–"
         if m.get("alpha") is not None:
             method += f" α={m['alpha']:g}"
         lo, hi = m["accuracy_ci95"]
-        lines.append(
-            f"| {name} | {method} | {m['accuracy']:.3f} | [{lo:.3f}, {hi:.3f}] | {m['mean_tokens']:.1f} | "
-            f"{m['p50_tokens']:.0f} | {m['p90_tokens']:.0f} | {_num(m['tokens_per_correct'], '.1f')} | "
-            f"{_num(m['token_ratio_vs_long'], '.2f')} |"
-        )
+        cells = [name, method, f"{m['accuracy']:.3f}", f"[{lo:.3f}, {hi:.3f}]"]
+        if unparsed:
+            cells.append(_num(m.get("unparsed"), ".1%"))
+        cells += [
+            f"{m['mean_tokens']:.1f}",
+            f"{m['p50_tokens']:.0f}",
+            f"{m['p90_tokens']:.0f}",
+            _num(m["tokens_per_correct"], ".1f"),
+            _num(m["token_ratio_vs_long"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     if "auto" in report:
         a = report["auto"]
         lines += [
@@ -77,9 +99,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Tokens are completion tokens by each model's own tokenizer; CI is Wilson's 95% interval.",
-        "",
     ]
-    return "\n".join(lines)
+    if report.get("grader"):
+        lines.append(f"Answers graded by the `{report['grader']}` grader.")
+    return "\n".join(lines + [""])
 
 
 def label_groups(
@@ -111,42 +134,158 @@ def label_groups(
     return [(anchor, sorted(names)) for anchor, names in groups]
 
 
+def merge_alpha(name: str, entry: dict[str, Any]) -> float | None:
+    """The alpha (the long model's weight) of a merge-sweep model: its report entry's `alpha`, else the
+    number in a `merge-<alpha>` name; None for a model that is not a merge or whose alpha is unknown.
+
+    >>> merge_alpha("m", {"method": "merge", "alpha": 0.3}), merge_alpha("merge-0.75", {"method": None})
+    (0.3, 0.75)
+    >>> merge_alpha("rl", {"method": "rl"}), merge_alpha("my-merge", {"method": "merge"})
+    (None, None)
+    """
+    if entry.get("alpha") is not None and (entry.get("method") == "merge" or _MERGE_NAME.fullmatch(name)):
+        return float(entry["alpha"])
+    match = _MERGE_NAME.fullmatch(name)
+    return float(match.group(1)) if match else None
+
+
+def merge_curves(models: dict[str, dict[str, Any]]) -> dict[str, list[tuple[float, str]]]:
+    """{merge method: [(alpha, model name), ...]} in order of alpha, with short at alpha 0 and long at
+    alpha 1 when the report has them (a linear merge at those ends is that parent).
+
+    >>> ms = {"long": {}, "short": {}, "merge-0.9": {}, "merge-0.1": {}, "m": {"method": "merge", "alpha": 0.5}}
+    >>> merge_curves(ms)
+    {'linear': [(0.0, 'short'), (0.1, 'merge-0.1'), (0.5, 'm'), (0.9, 'merge-0.9'), (1.0, 'long')]}
+    >>> merge_curves({"long": {}, "short": {}})
+    {}
+    """
+    curves: dict[str, list[tuple[float, str]]] = {}
+    for name, m in models.items():
+        alpha = merge_alpha(name, m)
+        if alpha is not None:
+            curves.setdefault(m.get("merge_method") or "linear", []).append((alpha, name))
+    ends = [(a, name) for a, name in ((0.0, "short"), (1.0, "long")) if name in models]
+    for points in curves.values():
+        points += [e for e in ends if all(e[0] != a for a, _ in points)]
+        points.sort()
+    return curves
+
+
+# Where a label may go around its point, tried in this order at growing distances: right, above,
+# below, left, then the diagonals. Distances are in points; past the first, a leader line joins the
+# label to its point.
+_DIRECTIONS = ((1, 0), (0, 1), (0, -1), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
+_DISTANCES = (4, 10, 18, 28, 40, 55, 75, 100, 130, 170, 220, 280)
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two display boxes (x0, y0, x1, y1) intersect.
+
+    >>> _overlaps((0, 0, 2, 2), (1, 1, 3, 3)), _overlaps((0, 0, 1, 1), (1, 0, 2, 1))
+    (True, False)
+    """
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def label_box(point: tuple[float, float], size: tuple[float, float], direction: tuple[int, int], d: float):
+    """The box (x0, y0, x1, y1) of a w x h label whose near side (or corner) is `d` away from `point` in
+    `direction` (each of x, y in -1, 0, 1; 0 centres the label on the point along that axis).
+
+    >>> label_box((100, 50), (40, 10), (1, 0), 5), label_box((100, 50), (40, 10), (-1, 1), 5)
+    ((105, 45.0, 145, 55.0), (55, 55, 95, 65))
+    """
+    (px, py), (w, h), (ux, uy) = point, size, direction
+    x0 = px + d * ux - (w if ux < 0 else 0) - (w / 2 if ux == 0 else 0)
+    y0 = py + d * uy - (h if uy < 0 else 0) - (h / 2 if uy == 0 else 0)
+    return (x0, y0, x0 + w, y0 + h)
+
+
+def place_labels(
+    ax, labels: list[tuple[str, float, float]], avoid: list[tuple[float, ...]] = (), fontsize: float = 8
+) -> list:
+    """Annotate each (text, x, y) beside its point so that no label overlaps another label or the legend,
+    in three passes of decreasing demands: also clear of every labelled point's marker and of the
+    `avoid` boxes (x0, y0, x1, y1 in data coordinates, e.g. error bars) and inside the axes; then inside
+    the axes; then anywhere. Call it once the axes' limits and the figure's layout are final: labels are
+    offset in points from their data points, so a later change of scale would move them.
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_pt = 72.0 / fig.dpi
+    fx0, fy0, fx1, fy1 = ax.get_window_extent(renderer).extents
+    anchors = [tuple(ax.transData.transform((x, y))) for _, x, y in labels]
+    markers = [(px - 5, py - 5, px + 5, py + 5) for px, py in anchors]
+    for x0, y0, x1, y1 in avoid:
+        (a, b), (c, d) = ax.transData.transform([(x0, y0), (x1, y1)])
+        markers.append((min(a, c) - 4, min(b, d) - 1, max(a, c) + 4, max(b, d) + 1))
+    placed = [tuple(ax.get_legend().get_window_extent(renderer).extents)] if ax.get_legend() else []
+    leader = {"arrowstyle": "-", "lw": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 4}
+    texts = []
+    for (text, x, y), anchor in zip(labels, anchors, strict=True):
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        ext = probe.get_window_extent(renderer)
+        probe.remove()
+        spots = [
+            (d, label_box(anchor, (ext.width, ext.height), u, d / to_pt))
+            for d in _DISTANCES
+            for u in _DIRECTIONS
+        ]
+        inside = [fx0 <= b[0] and b[2] <= fx1 and fy0 <= b[1] and b[3] <= fy1 for _, b in spots]
+        free = [not any(_overlaps(b, o) for o in placed) for _, b in spots]
+        unmarked = [not any(_overlaps(b, o) for o in markers) for _, b in spots]
+        passes = (
+            [i and f and u for i, f, u in zip(inside, free, unmarked, strict=True)],
+            [i and f for i, f in zip(inside, free, strict=True)],
+            free,
+        )
+        d, chosen = next((spots[k] for ok in passes for k in range(len(spots)) if ok[k]), spots[-1])
+        texts.append(
+            ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=((chosen[0] - anchor[0]) * to_pt, (chosen[1] - anchor[1]) * to_pt),
+                fontsize=fontsize,
+                ha="left",
+                va="bottom",
+                arrowprops=leader if d > _DISTANCES[0] else None,
+            )
+        )
+        placed.append(chosen)
+    return texts
+
+
 def pareto_figure(report: dict[str, Any]):
-    """Accuracy vs mean completion tokens, one labelled point per model, 95% CI bars, merge curves."""
+    """Accuracy vs mean completion tokens: one labelled point per model with its 95% CI, one curve per
+    merge sweep in order of alpha, short's accuracy as the floor, auto's simulated point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = report["models"]
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     colors: dict[str, Any] = {}
     palette = plt.get_cmap("tab10")
 
     def color(method: str):
         return colors.setdefault(method, palette(len(colors) % 10))
 
-    # Merge sweeps: one curve per merge method, alpha = the long model's weight (0 = short, 1 = long).
-    sweeps: dict[str, list[tuple[float, dict]]] = {}
-    for m in models.values():
-        if m.get("method") == "merge" and m.get("alpha") is not None:
-            sweeps.setdefault(m.get("merge_method") or "linear", []).append((float(m["alpha"]), m))
-    for merge_method, points in sweeps.items():
-        ends = [(0.0, models["short"])] if "short" in models else []
-        ends += [(1.0, models["long"])] if "long" in models else []
-        curve = sorted(points + [e for e in ends if all(e[0] != a for a, _ in points)], key=lambda p: p[0])
+    curves = merge_curves(models)
+    for merge_method, points in curves.items():
         ax.plot(
-            [m["mean_tokens"] for _, m in curve],
-            [m["accuracy"] for _, m in curve],
+            [models[name]["mean_tokens"] for _, name in points],
+            [models[name]["accuracy"] for _, name in points],
             "-",
             color=color("merge"),
             alpha=0.5,
             label=f"merge sweep ({merge_method})",
         )
+    in_sweep = {name for points in curves.values() for _, name in points} - {"short", "long"}
     if "short" in models:
         ax.axhline(models["short"]["accuracy"], ls="--", lw=1, color="grey", label="short (floor)")
     for name, m in models.items():
-        method = m.get("method") or name
         lo, hi = m["accuracy_ci95"]
         ax.errorbar(
             m["mean_tokens"],
@@ -154,28 +293,15 @@ def pareto_figure(report: dict[str, Any]):
             yerr=[[max(0.0, m["accuracy"] - lo)], [max(0.0, hi - m["accuracy"])]],
             fmt="o",
             capsize=3,
-            color=color(method),
+            color=color(
+                "merge" if name in in_sweep else name if name in PARENTS else m.get("method") or name
+            ),
         )
-    texts = []
-
-    def label(text: str, x: float, y: float, dy: float) -> None:
-        texts.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8))
-
-    # Models at (nearly) the same point (merges that answer like short, say) share one label.
-    for (tokens, accuracy), names in label_groups(
-        {name: (m["mean_tokens"], m["accuracy"]) for name, m in models.items()}
-    ):
-        label(", ".join(names), tokens, accuracy, 4)
     if "auto" in report:
         a = report["auto"]
         ax.plot(a["mean_tokens"], a["accuracy"], "x", color="black", ms=8)
-        label("auto (simulated)", a["mean_tokens"], a["accuracy"], -10)
-    # Widen the x axis so that the labels of the right-most points end inside it.
-    fig.canvas.draw()
-    inverse = ax.transData.inverted()
-    text_right = max((inverse.transform(t.get_window_extent())[1][0] for t in texts), default=None)
-    if text_right is not None and text_right > ax.get_xlim()[1]:
-        ax.set_xlim(right=text_right + 0.02 * (text_right - ax.get_xlim()[0]))
+    ax.set_xlim(left=0)
+    ax.margins(y=0.08)
     ax.set_xlabel("mean completion tokens")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{report['task']}: accuracy vs tokens (n = {report['n']}, 95% CI)")
@@ -183,6 +309,16 @@ def pareto_figure(report: dict[str, Any]):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    # Models at (nearly) the same point (merges that answer like short, say) share one label.
+    points = {name: (m["mean_tokens"], m["accuracy"]) for name, m in models.items()}
+    labels = [(", ".join(names), x, y) for (x, y), names in label_groups(points)]
+    if "auto" in report:
+        labels.append(("auto (simulated)", report["auto"]["mean_tokens"], report["auto"]["accuracy"]))
+    bars = [
+        (m["mean_tokens"], m["accuracy_ci95"][0], m["mean_tokens"], m["accuracy_ci95"][1])
+        for m in models.values()
+    ]
+    place_labels(ax, labels, avoid=bars)
     return fig
 
 
@@ -210,7 +346,13 @@ def render(run_dir: str | Path) -> tuple[Path, Path]:
     return md, plot_pareto(report, run_dir / "pareto.png")
 
 
-def cli(args) -> int:
-    md, png = render(args.run_dir)
+class ReportConfig(Config):
+    """`l2s report RUN_DIR`."""
+
+    run_dir: str = Field(description="folder written by `l2s eval` or `l2s quickstart`")
+
+
+def run(cfg: ReportConfig) -> int:
+    md, png = render(cfg.run_dir)
     print(f"wrote {md} and {png}")
     return 0

@@ -3,33 +3,111 @@
 `served_models()` turns them into the only models a request may name: `l2s-long`, `l2s-short` and the
 extras, each a checkpoint folder given here. A request never names a path, so it cannot make the
 server load anything else.
+
+Without --long/--short, `l2s serve` serves what the last `l2s quickstart` chose: its long model, its
+best derived short model and auto's threshold calibrated for that pair, read from the pointer
+`last-run.json` that the quickstart writes into the embedded family's folder (`LastRun`). Without a
+quickstart run (or once its folders are gone) it serves the embedded family's long and short models.
+Explicit settings always win: --long/--short replace the run's models, --calibration or
+--auto-threshold its threshold.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from l2s.config import Config
+from l2s.embedded import DEFAULT_CACHE
 from l2s.errors import UserError
 
 LONG, SHORT, AUTO = "l2s-long", "l2s-short", "l2s-auto"
 ALIASES = (LONG, SHORT, AUTO)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-EMBEDDED = os.path.expanduser(os.environ.get("L2S_CACHE", "~/.cache/l2s/embedded"))
+EMBEDDED = DEFAULT_CACHE
+LAST_RUN = "last-run.json"  # in the family folder: the run `l2s serve` serves when given no models
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """What the last `l2s quickstart` on a family left to serve (its pointer, `FAMILY/last-run.json`)."""
+
+    run_dir: Path  # the quickstart's run folder (report.json, report.md, pareto.png)
+    long: Path
+    short: Path  # the run's best derived short model (see `l2s.quickstart.best_short`)
+    short_name: str  # its name in the run's report.json
+    calibration: Path | None  # auto's threshold for this long/short pair
+    task: dict[str, Any] = field(default_factory=lambda: {"task": "arith"})  # the run's TaskOptions
+
+    def to_json(self) -> str:
+        """The pointer's text.
+
+        >>> run = LastRun(Path("/r"), Path("/r/long"), Path("/r/models/rl"), "rl", None)
+        >>> LastRun.from_dict(json.loads(run.to_json())) == run
+        True
+        """
+        record = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self).items()}
+        record["written"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return json.dumps(record, indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> LastRun:
+        calibration = record.get("calibration")
+        return cls(
+            run_dir=Path(record["run_dir"]),
+            long=Path(record["long"]),
+            short=Path(record["short"]),
+            short_name=str(record["short_name"]),
+            calibration=Path(calibration) if calibration else None,
+            task=dict(record.get("task") or {"task": "arith"}),
+        )
+
+
+def write_last_run(family: str | Path, run: LastRun) -> Path:
+    """Point `l2s serve` (and `l2s ui`'s examples) at `run`; returns the pointer's path."""
+    from l2s.checkpoint import atomic_write_text
+
+    path = Path(family).expanduser() / LAST_RUN
+    atomic_write_text(path, run.to_json())
+    return path
+
+
+def read_last_run(family: str | Path) -> LastRun | None:
+    """The run the pointer in `family` names; None without a pointer or when the run's models are gone."""
+    path = Path(family).expanduser() / LAST_RUN
+    if not path.is_file():
+        return None
+    try:
+        run = LastRun.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path} is not a quickstart pointer; delete it or re-run `l2s quickstart`") from None
+    if not all((p / "config.json").is_file() for p in (run.long, run.short)):
+        return None
+    return run
 
 
 class ServeSettings(Config):
-    long: str | None = Field(None, description="long-CoT checkpoint folder (default: the embedded family's)")
+    long: str | None = Field(
+        None,
+        description="long-CoT checkpoint folder (default: the last quickstart's, else the embedded family's)",
+    )
     short: str | None = Field(
-        None, description="short-CoT checkpoint folder (default: the embedded family's)"
+        None,
+        description="short-CoT checkpoint folder (default: the last quickstart's best derived model, "
+        "else the embedded family's short)",
     )
     models: dict[str, str] = Field(default_factory=dict, description="extra served models: name -> folder")
-    embedded: str = Field(EMBEDDED, description="embedded family folder used when long/short are not given")
+    embedded: str = Field(
+        EMBEDDED,
+        description="embedded family folder: without long/short, the run its last-run.json names is served, "
+        "else its long and short",
+    )
     engine: Literal["hf", "vllm"] = Field("hf", description="generation engine: hf (batched) | vllm (async)")
     engine_options: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for the engine (e.g. dtype, max_model_len)"
@@ -42,7 +120,9 @@ class ServeSettings(Config):
         None, ge=0.0, le=1.0, description="auto escalates when short's confidence is below this"
     )
     calibration: str | None = Field(
-        None, description="calibration.json written by `l2s eval`; its threshold drives auto"
+        None,
+        description="calibration.json written by `l2s eval`; its threshold drives auto "
+        "(default: the last quickstart's, when serving its models)",
     )
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request gives none")
     max_tokens_cap: int = Field(1024, ge=1, description="largest max_tokens a request may ask for")
@@ -67,14 +147,22 @@ class ServeSettings(Config):
                 raise ValueError(f"model name '{name}' must be letters, digits, '.', '_' or '-'")
         return v
 
+    def last_run(self) -> LastRun | None:
+        """The quickstart run served when neither long nor short is given (None: there is none)."""
+        return read_last_run(self.embedded) if self.long is None and self.short is None else None
+
     def served_models(self) -> dict[str, Path]:
-        """Served name -> checkpoint folder, validated; the embedded family when long/short are unset."""
+        """Served name -> checkpoint folder, validated. When long/short are unset: the last quickstart
+        run's long and best short model, else the embedded family's long and short."""
         from l2s.checkpoint import validate_checkpoint
 
         long, short = self.long, self.short
         if (long is None) != (short is None):
             raise UserError("pass both --long and --short, or neither to serve the embedded family")
-        if long is None:
+        run = self.last_run()
+        if run is not None:
+            long, short = str(run.long), str(run.short)
+        elif long is None:
             root = Path(self.embedded).expanduser()
             long_dir = root / "long" if (root / "long" / "config.json").is_file() else root / "long-sft"
             if not (long_dir / "config.json").is_file() or not (root / "short" / "config.json").is_file():
@@ -86,12 +174,16 @@ class ServeSettings(Config):
         return {name: validate_checkpoint(p) for name, p in paths.items()}
 
     def threshold(self) -> float | None:
-        """Auto's confidence threshold: `auto_threshold`, else the one in the calibration file."""
+        """Auto's confidence threshold: `auto_threshold`, else the calibration file's, else (serving the
+        last quickstart run's models) the run's calibration for them; None turns auto off."""
         if self.auto_threshold is not None:
             return self.auto_threshold
-        if self.calibration is None:
-            return None
-        return read_threshold(self.calibration)
+        if self.calibration is not None:
+            return read_threshold(self.calibration)
+        run = self.last_run()
+        if run is not None and run.calibration is not None:
+            return read_threshold(run.calibration)
+        return None
 
 
 def read_threshold(path: str | Path) -> float:

@@ -95,7 +95,7 @@ CLI_CASES = [
     CliCase("unknown-preset", "init preset not in the registry", ("init", "--preset", "huge", "--out", "$W/out/fam"), "unknown preset 'huge'"),
     CliCase("init-foreign-folder", "init --out is a folder that is not an l2s cache", ("init", "--preset", "tiny", "--out", "$W/not-a-cache"), "is not an l2s cache"),
     CliCase("eval-models-spec", "--models entry without name=", ("eval", "--models", "long", "--out", "$W/out/eval"), "expected name=PATH"),
-    CliCase("serve-threshold-range", "auto threshold outside [0, 1]", ("serve", "--long", "$W/ckpt", "--short", "$W/ckpt", "--auto-threshold", "1.5"), "auto_threshold"),
+    CliCase("serve-threshold-range", "auto threshold outside [0, 1]", ("serve", "--long", "$W/ckpt", "--short", "$W/ckpt", "--auto-threshold", "1.5"), "--auto-threshold"),
     CliCase("serve-long-only", "--long without --short", ("serve", "--long", "$W/ckpt"), "pass both --long and --short"),
     CliCase("report-no-run", "report on a folder without report.json", ("report", "$W/not-a-cache"), "no report.json"),
 ]  # fmt: skip

@@ -113,3 +113,83 @@ def test_pareto_labels_end_inside_the_axes():
     rights = [inverse.transform(t.get_window_extent())[1][0] for t in ax.texts]
     assert max(rights) <= ax.get_xlim()[1]  # the right-most point's label ("long", at 300) included
     plt.close(fig)
+
+
+def _label_boxes(fig):
+    """Display boxes of the axes' text labels (the text alone, without leader lines)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return {t.get_text(): Text.get_window_extent(t, renderer) for t in fig.axes[0].texts}
+
+
+def _crowded_report():
+    """The quickstart's models (points at the same place, a 7-alpha merge sweep) plus a cluster of
+    models close together but not close enough to share a label."""
+    rows = {
+        "long": (0.999, 64.2, "rl"), "long-sft": (1.0, 63.9, "sft"), "rl": (1.0, 26.9, "rl"),
+        "dpo": (0.988, 30.7, "dpo"), "shortest-rs": (0.997, 42.3, "shortest-rs"),
+        "merge-0.9": (1.0, 64.3, "merge"), "merge-0.8": (0.998, 65.4, "merge"),
+        "merge-0.75": (0.739, 52.2, "merge"), "merge-0.7": (0.119, 9.8, "merge"),
+        "merge-0.5": (0.13, 9.0, "merge"), "merge-0.3": (0.128, 9.0, "merge"),
+        "merge-0.1": (0.129, 9.0, "merge"), "short": (0.142, 9.0, "sft"),
+        "rl-lr1e-4": (0.99, 28.5, "rl"), "rl-lr3e-4": (0.97, 29.9, "rl"), "dpo-beta0.05": (0.975, 32.2, "dpo"),
+    }  # fmt: skip
+    models = {name: _entry(acc, tok, method) for name, (acc, tok, method) in rows.items()}
+    for name, m in models.items():
+        if m["method"] == "merge":
+            m.update(alpha=float(name.split("-")[1]), merge_method="linear")
+    auto = {"threshold": 1.0, "accuracy": 0.999, "mean_tokens": 73.2, "escalated": 1.0}
+    return {"task": "arith", "n": 1000, "models": models, "auto": auto}
+
+
+@pytest.mark.parametrize("report", [REPORT, _crowded_report()], ids=["small", "crowded"])
+def test_pareto_labels_never_overlap(report):
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(report)
+    boxes = _label_boxes(fig)
+    names = {n for label in boxes for n in label.split(", ")}
+    assert set(report["models"]) | {"auto (simulated)"} == names  # every model is named exactly once
+    assert sum(len(label.split(", ")) for label in boxes) == len(names)
+    items = list(boxes.items())
+    for i, (a, box_a) in enumerate(items):
+        for b, box_b in items[i + 1 :]:
+            assert not box_a.overlaps(box_b), f"labels '{a}' and '{b}' overprint"
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert not any(box.overlaps(legend) for box in boxes.values())
+    frame = fig.axes[0].get_window_extent()
+    assert all(
+        frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+        for b in boxes.values()
+    )
+    plt.close(fig)
+
+
+def test_merge_sweep_is_one_curve_in_alpha_order_found_by_name_or_method():
+    import matplotlib.pyplot as plt
+
+    report = json.loads(json.dumps(REPORT))
+    # a sweep evaluated under its folder names: no alpha in the entry, method unknown
+    report["models"]["merge-0.5"] = _entry(0.7, 100, None)
+    report["models"]["m-half"] = _entry(0.75, 140, "merge", alpha=0.6)  # method merge, any name
+    fig = pareto_figure(report)
+    curves = [line for line in fig.axes[0].lines if line.get_label().startswith("merge sweep")]
+    assert len(curves) == 1
+    # short (0) -> merge-0.3 -> merge-0.5 -> m-half (0.6) -> merge-0.7 -> long (1)
+    assert list(curves[0].get_xdata()) == [20, 60, 100, 140, 180, 300]
+    plt.close(fig)
+
+
+def test_markdown_unparsed_column_and_grader_only_when_the_report_has_them():
+    assert "unparsed" not in render_markdown(REPORT) and "grader" not in render_markdown(REPORT)
+    report = json.loads(json.dumps(REPORT))
+    report["grader"] = "flexible"
+    report["models"]["short"]["unparsed"] = 0.125
+    md = render_markdown(report)
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[4] == "unparsed"
+    assert "| short | – | 0.500 | [0.450, 0.550] | 12.5% |" in md
+    assert "| long | rl | 0.900 | [0.850, 0.950] | – |" in md  # an entry without the field
+    assert "Answers graded by the `flexible` grader." in md

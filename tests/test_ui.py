@@ -280,7 +280,7 @@ def test_report_missing_folder_says_what_to_run(tmp_path):
 
 
 def model_record(accuracy: float, mean_tokens: float, method: str) -> dict:
-    """One model's entry in report.json, with every field DESIGN.md's report contract names."""
+    """One model's entry in report.json, with every field the report contract of docs/DESIGN.md names."""
     return {
         "accuracy": accuracy,
         "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05],

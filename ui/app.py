@@ -7,7 +7,7 @@ report.md/pareto.png of a run folder. `--serve` starts the l2s server in-process
 background thread), for a one-command demo.
 
 Layout (Gradio Blocks): Compare tab = prompt, correct answer, model checkboxes, Parameters accordion,
-examples from the embedded `arith` task, one column per mode, a running tally; Report tab.
+examples from the served run's task (`example_task`), one column per mode, a running tally; Report tab.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -97,11 +98,22 @@ def make_client(server_url: str, api_key: str | None, timeout_s: float = 300.0):
     )
 
 
-def example_rows(n: int = EXAMPLES_N) -> list[list[str]]:
-    """[prompt, correct answer] rows from the embedded arith task's held-out split."""
-    from l2s.tasks import get_task
+def example_task(family: str | None = None) -> dict[str, Any]:
+    """The task (TaskOptions fields) of the run `l2s serve` serves by default, the last `l2s quickstart`
+    on `family` (default: the embedded family's folder); the embedded `arith` task when there is none."""
+    from l2s.embedded import DEFAULT_CACHE
+    from l2s.server.settings import read_last_run
 
-    return [[p.prompt, p.answer] for p in get_task("arith").problems("test", n)]
+    run = read_last_run(family or DEFAULT_CACHE)
+    return run.task if run is not None else {"task": "arith"}
+
+
+def example_rows(n: int = EXAMPLES_N, task: dict[str, Any] | None = None) -> list[list[str]]:
+    """[prompt, correct answer] rows from the held-out split of `task` (default: `example_task()`)."""
+    from l2s.tasks import TaskOptions, load_task
+
+    opts = TaskOptions(**(task or example_task()))
+    return [[p.prompt, p.answer] for p in load_task(opts).problems("test", n)]
 
 
 def run_modes(client, modes, prompt, params, server_url, sequential, cancel: threading.Event):
@@ -189,10 +201,11 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
                 sequential = gr.Checkbox(
                     False, label="One model at a time (latency without contention)", elem_id="sequential"
                 )
+            task = example_task()
             gr.Examples(
-                example_rows(),
+                example_rows(task=task),
                 inputs=[prompt, reference],
-                label="Examples: held-out arith problems with their answers",
+                label=f"Examples: held-out {Path(task['task']).name} problems with their answers",
                 examples_per_page=EXAMPLES_N,
             )
             status = gr.Markdown(elem_id="status")
@@ -352,27 +365,16 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def embedded_server_settings(api_key: str | None, run_dir: str):
-    """`--serve`: the embedded family on a free local port; auto calibrated from `run_dir` when it can be."""
+def embedded_server_settings(api_key: str | None):
+    """`--serve`: on a free local port, what plain `l2s serve` would serve (the last quickstart's long and
+    best short model with their calibration, else the embedded family)."""
     from l2s.server.settings import ServeSettings
-    from l2s.ui.report_view import latest_report_dir
 
-    folder = latest_report_dir(run_dir)
-    calibration = folder / "calibration.json" if folder is not None else None
-    overrides = {
-        "api_key": api_key,
-        "host": "127.0.0.1",
-        "port": 0,
-        "calibration": str(calibration) if calibration is not None and calibration.is_file() else None,
-    }
-    return load_config(ServeSettings, overrides=overrides)
+    return load_config(ServeSettings, overrides={"api_key": api_key, "host": "127.0.0.1", "port": 0})
 
 
-def cli(args) -> int:
+def run(settings: UISettings) -> int:
     """`l2s ui`: build the demo against --server (or an in-process server with --serve) and serve it."""
-    flags = {k: getattr(args, k, None) for k in ("server", "api_key", "host", "port", "run_dir")}
-    flags["serve"] = bool(getattr(args, "serve", False))
-    settings = load_config(UISettings, overrides=flags)
     api_key = settings.api_key or os.environ.get("L2S_API_KEY")
     check_port_free(settings.host, settings.port)
     with contextlib.ExitStack() as stack:
@@ -380,7 +382,7 @@ def cli(args) -> int:
         if settings.serve:
             from l2s.server.runner import serve_in_thread
 
-            serve = embedded_server_settings(api_key, settings.run_dir)
+            serve = embedded_server_settings(api_key)
             serve.served_models()  # a missing family is one line here, before anything loads
             print("l2s ui: starting the embedded l2s server (loading models)…", flush=True)
             server_url = stack.enter_context(serve_in_thread(serve)).url

@@ -1,9 +1,9 @@
 """The Report tab's data: the latest report (report.md / report.json, pareto.png) in a run folder.
 
 `l2s eval` and `l2s quickstart` write report.json, report.md and pareto.png into a run folder (see
-DESIGN.md, "Report"); the UI shows them as they are. When the folder holds several reports (e.g. one
-per eval sub-run), the most recently written one is "the latest". If only report.json exists, its
-table is rendered by `l2s.report.render_markdown`, the same function that writes report.md.
+docs/DESIGN.md, "report.json"); the UI shows them as they are. When the folder holds several reports
+(e.g. one per eval sub-run), the most recently written one is "the latest". If only report.json
+exists, its table is rendered by `l2s.report.render_markdown`, the same function that writes report.md.
 """
 
 from __future__ import annotations

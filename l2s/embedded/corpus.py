@@ -5,9 +5,9 @@
   the step-by-step chain; SFT then teaches one answer style (short's SFT a few dozen steps to answer
   bare). Both SFT models start from this one base, so their weights share an ancestor (what makes
   merging them meaningful). Chat turns rather than plain "prompt\ntrace" text because the chain's lookup
-  step was learned sooner in that form: through the same Trainer, batch 16, lr 5e-3, 200 held-out
-  problems evaluated on base directly, chat documents reached 54% at step 1050 and 75% at step 1200,
-  while plain documents stopped halfway at step 1500 (long-sft 47% after SFT) in session 3's runs.
+  step is learned sooner in that form: with the same trainer settings, base pretrained on chat
+  documents answers most held-out problems by step 1200, while on plain documents it is still at
+  about half by step 1500.
 - SFT examples are TRL's conversational prompt-completion records, so `SFTTrainer` renders them with
   the chat template and computes the loss on the completion only.
 
@@ -25,8 +25,8 @@ from l2s.tasks.arith import long_trace, short_trace
 
 # Share of pretraining documents with a long trace (the rest: short). All of them: the step-by-step chain
 # is what takes the base model's compute to learn (it is learned abruptly, after several hundred steps,
-# and with 15% short documents three default builds had not learned it by step 1300-1500), while
-# answering in the short style takes short's SFT a few dozen steps.
+# and a mix with 15% short documents delays it past the default preset's 1200 steps), while answering in
+# the short style takes short's SFT a few dozen steps.
 PRETRAIN_LONG_SHARE = 1.0
 
 

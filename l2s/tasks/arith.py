@@ -19,11 +19,11 @@ is the workload's definition, no library generates it.
   of a trace's tokens: what long2short methods can remove without losing accuracy.
 - `short_trace`: the answer with an empty think block.
 
-History, measured on 2 CPU cores with the then 3-layer, 0.7M-parameter `nano` model (held-out greedy accuracy): two-digit
-totals reached 36% per-digit step accuracy after 2.5M tokens; a scratchpad that rewrote the whole
-remaining expression each line (`=8-2+4`) reached 33% in the shipped preset, its errors mostly copy
-errors; this running-total chain (`-2=6`, operations as single tokens, no repeated operation) went from
-15% to 98% between optimizer steps 700 and 1800 of one from-scratch run.
+Why a running-total chain (`8`, `-2=6`, `+4=10`…): each line is one lookup of a single-digit fact
+applied to the previous line's total, with operations as single tokens and none repeated, and a tiny
+model learns that reliably. Scratchpads that carry more per line (two-digit totals, or the whole
+remaining expression rewritten each line) stay far less accurate at this model size, their errors
+mostly copying errors.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ P_SLIP = 0.1  # a slipped step that the trace catches and corrects
 P_RECAP = 0.4
 
 # Terse on purpose: every token between the expression and the trace's copy of it makes the copy harder
-# for a tiny model (the traces teach the "Answer: N" ending). Prompts of earlier versions still parse.
+# for a tiny model (the traces teach the "Answer: N" ending). `_PROMPT_RE` also reads longer prompts that
+# put words after the expression's final period.
 _PROMPT = "Compute {expr}."
 _PROMPT_RE = re.compile(r"Compute ([^.]+)\.")
 _TERM_RE = re.compile(r"([+-])\s*(\d+)")
