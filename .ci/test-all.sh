@@ -71,7 +71,7 @@ for p in "${parts[@]}"; do
         main) part "main suite" "$VENV/bin/pytest" -q -m "not vllm and not browser" ;;
         vllm)
             part "vllm suite" env VLLM_TARGET_DEVICE=cpu "$VVENV/bin/pytest" -q -m vllm -p no:cacheprovider \
-                tests/test_*vllm*.py
+                tests/test_*vllm*.py tests/test_rl_trainer.py
             ;;
         browser) part "browser" "$VENV/bin/pytest" -q -m browser -p no:cacheprovider tests ;;
     esac

@@ -43,6 +43,9 @@ PLAN: dict[str, Plan] = {
     "workload": Plan(needs=("short", "long-sft"), what="the embedded workload: short vs long-sft accuracy and tokens"),
     "token_efficiency": Plan(needs=("short", "long-sft"), what="the four long2short methods vs long (quickstart's report) against Kimi Figure 7's targets"),
     "serving": Plan(needs=("short", "long|long-sft"), what="serving throughput, HTTP overhead, latency per mode, auto"),
+    "rl_weight_sync": Plan(what="RL with engine=vllm: weights synced in memory vs saved and reloaded, per iteration (runs in .venv-vllm)"),
+    "real_model": Plan(what="SmolLM2-135M-Instruct on word problems: flexible vs strict grading, unparsed share, agreement with math-verify, hf vs vllm tokens/s"),
+    "kill_resume": Plan(what="kill -9 at many points of SFT, DPO and RL saves, then resume: crashes counted"),
     "rl_stage": Plan(args=("--long2short", "--temperature", "1", "--learning-rate", "5e-5"), needs=("long-sft",), what="full RL stage (at the embedded preset's lr) and long2short RL: T=1 accuracy and tokens"),
 }  # fmt: skip
 

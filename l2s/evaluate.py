@@ -24,13 +24,13 @@ from typing import Any
 from pydantic import Field
 
 from l2s.errors import UserError
-from l2s.sampling import GradedTask
+from l2s.sampling import EngineChoice, GradedTask
 from l2s.selection import percentile
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-class EvalConfig(GradedTask):
+class EvalConfig(GradedTask, EngineChoice):
     """`l2s eval`: which models, on what, and where the run folder goes."""
 
     models: str = Field(description="comma-separated name=PATH pairs; 'long' is the reference")
@@ -39,7 +39,6 @@ class EvalConfig(GradedTask):
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     max_tokens: int = Field(512, ge=1, description="max completion tokens per sample")
     max_thinking_tokens: int | None = Field(None, ge=0, description="thinking budget for every model")
-    engine: str = Field("hf", description="hf | vllm")
     batch_size: int = Field(128, ge=1, description="sequences per engine batch")
     seed: int = Field(0, description="task and sampling seed")
     out: str = Field(description="run folder")
@@ -158,7 +157,7 @@ def run(cfg: EvalConfig) -> Path:
     """Sample every model on the held-out split, then write report.json/.md, pareto.png, calibration.json."""
     from l2s.checkpoint import atomic_write_text
     from l2s.confidence import calibrate
-    from l2s.engines import get_engine
+    from l2s.engines import get_engine, resolve_engine
     from l2s.report import render
     from l2s.sampling import _check_resumable, sample, sample_meta
     from l2s.tasks import load_task
@@ -180,14 +179,19 @@ def run(cfg: EvalConfig) -> Path:
     run_dir = Path(cfg.out).expanduser()
     if run_dir.is_file():
         raise UserError(f"--out {run_dir} is a file; pass a folder for the run")
-    settings = {**cfg.task_settings(), "split": "test", "engine": cfg.engine}
+    engines = {name: resolve_engine(cfg.engine, path) for name, path in models.items()}
+    settings = {
+        name: {**cfg.task_settings(), "split": "test", **cfg.engine_settings(engines[name])}
+        for name in models
+    }
     outs = {name: run_dir / "samples" / f"{name}.jsonl" for name in models}
     if not cfg.force:  # refuse non-resumable outputs before any model is loaded
         for name, path in models.items():
-            _check_resumable(outs[name], sample_meta(path, problems, params, cfg.batch_size, settings), False)
+            meta = sample_meta(path, problems, params, cfg.batch_size, settings[name])
+            _check_resumable(outs[name], meta, False)
     runs = {}
     for name, path in models.items():
-        engine = get_engine(cfg.engine, str(path), batch_size=cfg.batch_size)
+        engine = get_engine(engines[name], str(path), batch_size=cfg.batch_size, **cfg.engine_kwargs())
         try:
             records = sample(
                 engine,
@@ -196,7 +200,7 @@ def run(cfg: EvalConfig) -> Path:
                 params,
                 batch_size=cfg.batch_size,
                 force=cfg.force,
-                settings=settings,
+                settings=settings[name],
                 grader=cfg.grader,
             )
         finally:

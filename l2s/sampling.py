@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from l2s.config import Config
 from l2s.engines.base import Engine, Generation, SamplingParams
 from l2s.errors import UserError
 from l2s.tasks import Problem, TaskOptions
@@ -50,7 +51,29 @@ class GradedTask(TaskOptions):
         }
 
 
-class SampleConfig(GradedTask):
+class EngineChoice(Config):
+    """Which generation engine runs a model, and its options."""
+
+    engine: str = Field(
+        "auto", description="auto (vllm where it imports and suits the model, else hf) | hf | vllm"
+    )
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra engine keyword arguments (vllm: EngineArgs fields such as max_model_len; hf: dtype)",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm engine: GPUs one model is split over")
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """What `l2s.engines.get_engine` takes besides the engine name and model."""
+        return {"engine_options": self.engine_options, "tensor_parallel_size": self.tensor_parallel_size}
+
+    def engine_settings(self, engine: str) -> dict[str, Any]:
+        """What a samples sidecar records about the engine: the one that ran, and any options."""
+        extra = {"engine_options": self.engine_options} if self.engine_options else {}
+        return {"engine": engine, **extra}
+
+
+class SampleConfig(GradedTask, EngineChoice):
     """`l2s sample`: what to sample and where to write it."""
 
     model: str = Field(description="checkpoint folder")
@@ -63,7 +86,6 @@ class SampleConfig(GradedTask):
     max_thinking_tokens: int | None = Field(
         None, ge=0, description="thinking budget (force </think> after N)"
     )
-    engine: str = Field("hf", description="hf | vllm")
     batch_size: int = Field(64, ge=1, description="sequences per engine batch")
     seed: int = Field(0, description="sampling seed")
     logprobs: bool = Field(False, description="also record each sample's answer confidence (l2s.confidence)")
@@ -313,20 +335,19 @@ def sampling_params(cfg: SampleConfig) -> SamplingParams:
 def run(cfg: SampleConfig) -> Path:
     """Build the task and engine from `cfg` and sample into `cfg.out`."""
     from l2s.checkpoint import validate_checkpoint
-    from l2s.engines import ENGINES, get_engine
+    from l2s.engines import get_engine, resolve_engine
     from l2s.tasks import load_task
 
-    if cfg.engine not in ENGINES:
-        raise UserError(f"unknown engine '{cfg.engine}'; choose one of: {', '.join(ENGINES)}")
     problems = load_task(cfg, seed=cfg.seed).problems(cfg.split, cfg.limit)
     if not problems:
         raise UserError(f"task {cfg.task} has no {cfg.split} problems")
     validate_checkpoint(cfg.model)
+    engine_name = resolve_engine(cfg.engine, cfg.model)
     params, out = sampling_params(cfg), Path(cfg.out).expanduser()
-    settings = {**cfg.task_settings(), "split": cfg.split, "engine": cfg.engine}
+    settings = {**cfg.task_settings(), "split": cfg.split, **cfg.engine_settings(engine_name)}
     if not cfg.force:  # refuse a non-resumable output before paying for the model load
         _check_resumable(out, sample_meta(cfg.model, problems, params, cfg.batch_size, settings), False)
-    engine = get_engine(cfg.engine, cfg.model, batch_size=cfg.batch_size)
+    engine = get_engine(engine_name, cfg.model, batch_size=cfg.batch_size, **cfg.engine_kwargs())
     try:
         records = sample(
             engine,

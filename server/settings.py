@@ -108,7 +108,12 @@ class ServeSettings(Config):
         description="embedded family folder: without long/short, the run its last-run.json names is served, "
         "else its long and short",
     )
-    engine: Literal["hf", "vllm"] = Field("hf", description="generation engine: hf (batched) | vllm (async)")
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "hf",
+        description="generation engine: hf (batched) | vllm (async) | auto (vllm where it suits the model)",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm engine: GPUs each model is split over")
+    data_parallel_size: int = Field(1, ge=1, description="vllm engine: model replicas serving requests")
     engine_options: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for the engine (e.g. dtype, max_model_len)"
     )

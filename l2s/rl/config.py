@@ -8,7 +8,7 @@ smaller maximum length).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -47,7 +47,15 @@ class RLConfig(GradedTask):
 
     # Rollouts (§2.6.2).
     engine: str = Field(
-        "hf", description="rollout engine: hf (in-memory policy) | vllm (weights synced via disk)"
+        "hf",
+        description="rollout engine: hf (the in-memory policy) | vllm (one engine, weights loaded in memory "
+        "each iteration)",
+    )
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra vllm engine keyword arguments (EngineArgs fields)"
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vllm engine: GPUs the rollout model is split over"
     )
     max_tokens: int = Field(512, description="maximum completion tokens of a rollout (its whole length)")
     temperature: float = Field(1.0, gt=0, description="rollout sampling temperature")
