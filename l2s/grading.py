@@ -113,21 +113,27 @@ def graded_start(text: str, *, think_opened: bool = False) -> int | None:
 
 
 def _last_boxed(text: str, start: int, end: int) -> tuple[int, int] | None:
-    r"""Span of the last \boxed{}/\fbox{} content, braces balanced; an empty span when it was cut.
+    r"""Span of the last non-empty \boxed{}/\fbox{} content, braces balanced; an empty span when the last
+    box was cut before it closed. An empty box ("within a \boxed{}") is prose, not an answer: skipped.
 
     >>> t = r"so \boxed{\frac{1}{2}} and \fbox{7}"
     >>> t[slice(*_last_boxed(t, 0, len(t)))], _last_boxed(r"\boxed{\frac{1}{", 0, 15)
     ('7', (15, 15))
+    >>> _last_boxed(r"the answer goes in a \boxed{}.", 0, 30) is None
+    True
     """
-    opened = list(_BOXED_RE.finditer(text, start, end))
-    if not opened:
-        return None
-    i, depth = opened[-1].end(), 1
-    for j in range(i, end):
-        depth += (text[j] == "{") - (text[j] == "}")
-        if depth == 0:
-            return _trim(text, i, j)
-    return (end, end)
+    for box in reversed(list(_BOXED_RE.finditer(text, start, end))):
+        i, depth = box.end(), 1
+        for j in range(i, end):
+            depth += (text[j] == "{") - (text[j] == "}")
+            if depth == 0:
+                break
+        else:
+            return (end, end)  # cut inside the box
+        span = _trim(text, i, j)
+        if span[1] > span[0]:
+            return span
+    return None
 
 
 def _trim(text: str, i: int, j: int) -> tuple[int, int]:
