@@ -70,6 +70,15 @@ COMMANDS: list[Command] = [
         yaml=False,
     ),
     Command(
+        "calibrate",
+        "l2s calibrate runs/eval --tolerance 0.01",
+        "Map reasoning_effort levels to measured models and thinking budgets; writes effort.json.",
+        "l2s.effort:CalibrateConfig",
+        "l2s.effort:run",
+        positional=("run_dir",),
+        yaml=False,
+    ),
+    Command(
         "rl",
         "l2s rl --init ~/.cache/l2s/embedded/long-sft --task arith --config configs/rl_full.yaml --out runs/long",
         "Kimi k1.5 RL (online policy mirror descent); the full stage, or long2short with the length penalty.",

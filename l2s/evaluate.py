@@ -7,7 +7,13 @@ per-token logprobs so each sample carries its answer confidence), then RUN_DIR g
   "unparsed", "path", "method", ...}}}, plus "auto" (what auto mode would do on these samples) when short
   and long are there;
 - report.md and pareto.png (l2s.report);
-- calibration.json — auto mode's escalation threshold, chosen on these samples (l2s.confidence).
+- calibration.json — auto mode's escalation threshold, chosen on these samples (l2s.confidence);
+- effort.json — which measured point serves each `reasoning_effort` level (l2s.effort).
+
+With `--thinking-budgets 8,16,32` every model (or each of `--budget-models`) is also sampled with each
+thinking budget B (`</think>` forced after B reasoning tokens) into samples/NAME@B.jsonl, and measured as
+its own point `NAME@B` carrying `thinking_budget: B`; `--budget-n` measures those points on the first
+problems only, to keep a large sweep cheap.
 
 Accuracy's 95% interval is Wilson's score interval (Wilson 1927; Brown, Cai & DasGupta 2001
 recommend it over the normal approximation for small n or p near 0/1). Token counts are completion
@@ -21,8 +27,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from l2s.effort import DEFAULT_TOLERANCE, LOW_MARGIN
 from l2s.errors import UserError
 from l2s.sampling import EngineChoice, GradedTask
 from l2s.selection import percentile
@@ -46,6 +53,41 @@ class EvalConfig(GradedTask, EngineChoice):
     auto_tolerance: float = Field(
         0.0, ge=0, le=1, description="accuracy auto may give up vs long when calibrating (0.01 = 1 point)"
     )
+    thinking_budgets: list[int] | None = Field(
+        None,
+        description="also evaluate each model with each thinking budget, as points NAME@B (e.g. 8,16,32)",
+    )
+    budget_n: int | None = Field(
+        None, ge=1, description="held-out problems for the budget points (the first of the n; default: n)"
+    )
+    budget_models: list[str] | None = Field(
+        None, description="models that get budget points (default: every model in --models)"
+    )
+    effort_tolerance: float = Field(
+        DEFAULT_TOLERANCE,
+        ge=0,
+        le=LOW_MARGIN,
+        description="effort.json: accuracy medium may give up against high (see `l2s calibrate`)",
+    )
+
+    @field_validator("thinking_budgets")
+    @classmethod
+    def _positive_budgets(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else check_budgets(v)
+
+
+def check_budgets(budgets: list[int]) -> list[int]:
+    """Thinking budgets, each > 0, in increasing order without repeats.
+
+    >>> check_budgets([32, 8, 16, 8])
+    [8, 16, 32]
+    >>> check_budgets([8, 0])
+    Traceback (most recent call last):
+    ValueError: each thinking budget must be a whole number > 0, e.g. 8,16,32
+    """
+    if not budgets or any(b <= 0 for b in budgets):
+        raise ValueError("each thinking budget must be a whole number > 0, e.g. 8,16,32")
+    return sorted(set(budgets))
 
 
 def parse_models(spec: str) -> dict[str, str]:
@@ -123,9 +165,14 @@ def model_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_report(
-    task: str, n: int, runs: dict[str, tuple[str, list[dict[str, Any]]]], grader: str = "flexible"
+    task: str,
+    n: int,
+    runs: dict[str, tuple[str, list[dict[str, Any]]]],
+    grader: str = "flexible",
+    budgets: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """report.json from {name: (checkpoint path, sample records)}; 'long' is the token-ratio reference."""
+    """report.json from {name: (checkpoint path, sample records)}; 'long' is the token-ratio reference.
+    `budgets` gives the thinking budget each entry was sampled with, for those that had one."""
     from l2s.checkpoint import read_provenance
 
     models: dict[str, Any] = {}
@@ -137,6 +184,8 @@ def build_report(
             entry["alpha"] = cfg["alpha"]
         if cfg.get("merge_method") is not None:
             entry["merge_method"] = cfg["merge_method"]
+        if (budgets or {}).get(name) is not None:
+            entry["thinking_budget"] = budgets[name]
         models[name] = entry
     long_mean = models.get("long", {}).get("mean_tokens")
     for entry in models.values():
@@ -150,13 +199,39 @@ def _check_models(cfg: EvalConfig) -> dict[str, Path]:
 
     if cfg.engine not in ENGINES:
         raise UserError(f"unknown engine '{cfg.engine}'; choose one of: {', '.join(ENGINES)}")
-    return {name: validate_checkpoint(path) for name, path in parse_models(cfg.models).items()}
+    models = {name: validate_checkpoint(path) for name, path in parse_models(cfg.models).items()}
+    unknown = [name for name in cfg.budget_models or [] if name not in models]
+    if unknown:
+        raise UserError(
+            f"--budget-models names '{unknown[0]}', which is not in --models; choose from {', '.join(models)}"
+        )
+    return models
+
+
+def points(cfg: EvalConfig, models: list[str]) -> list[tuple[str, str, int | None]]:
+    """The measured points (report name, model name, thinking budget): each model as configured (its
+    budget is --max-thinking-tokens), then each budget model under each --thinking-budgets value.
+
+    >>> cfg = EvalConfig(models="long=a,short=b", out="r", thinking_budgets=[16, 8], budget_models=["long"])
+    >>> points(cfg, ["long", "short"])
+    [('long', 'long', None), ('long@8', 'long', 8), ('long@16', 'long', 16), ('short', 'short', None)]
+    """
+    out = []
+    for name in models:
+        out.append((name, name, cfg.max_thinking_tokens))
+        if cfg.budget_models is None or name in cfg.budget_models:
+            out += [(f"{name}@{b}", name, b) for b in cfg.thinking_budgets or []]
+    return out
 
 
 def run(cfg: EvalConfig) -> Path:
-    """Sample every model on the held-out split, then write report.json/.md, pareto.png, calibration.json."""
+    """Sample every point on the held-out split, then write report.json/.md, pareto.png,
+    calibration.json and effort.json."""
+    from dataclasses import replace
+
     from l2s.checkpoint import atomic_write_text
     from l2s.confidence import calibrate
+    from l2s.effort import NO_BUDGETS_NOTE, describe, write_effort
     from l2s.engines import get_engine, resolve_engine
     from l2s.report import render
     from l2s.sampling import _check_resumable, sample, sample_meta
@@ -184,29 +259,41 @@ def run(cfg: EvalConfig) -> Path:
         name: {**cfg.task_settings(), "split": "test", **cfg.engine_settings(engines[name])}
         for name in models
     }
-    outs = {name: run_dir / "samples" / f"{name}.jsonl" for name in models}
+    # Budget points are measured on the first budget_n problems (a prefix: the same problems).
+    plan = {
+        point: (name, problems[: cfg.budget_n] if budget is not None and point != name else problems,
+                replace(params, max_thinking_tokens=budget))
+        for point, name, budget in points(cfg, list(models))
+    }  # fmt: skip
+    outs = {point: run_dir / "samples" / f"{point}.jsonl" for point in plan}
     if not cfg.force:  # refuse non-resumable outputs before any model is loaded
-        for name, path in models.items():
-            meta = sample_meta(path, problems, params, cfg.batch_size, settings[name])
-            _check_resumable(outs[name], meta, False)
+        for point, (name, probs, p) in plan.items():
+            meta = sample_meta(models[name], probs, p, cfg.batch_size, settings[name])
+            _check_resumable(outs[point], meta, False)
     runs = {}
     for name, path in models.items():
         engine = get_engine(engines[name], str(path), batch_size=cfg.batch_size, **cfg.engine_kwargs())
         try:
-            records = sample(
-                engine,
-                problems,
-                outs[name],
-                params,
-                batch_size=cfg.batch_size,
-                force=cfg.force,
-                settings=settings[name],
-                grader=cfg.grader,
-            )
+            for point in (pt for pt, (model, _, _) in plan.items() if model == name):
+                _, probs, p = plan[point]
+                records = sample(
+                    engine,
+                    probs,
+                    outs[point],
+                    p,
+                    batch_size=cfg.batch_size,
+                    force=cfg.force,
+                    settings=settings[name],
+                    grader=cfg.grader,
+                )
+                runs[point] = (str(path), records)
         finally:
             engine.close()
-        runs[name] = (str(path), records)
-    report = build_report(cfg.task, len(problems), runs, grader=cfg.grader)
+    runs = {point: runs[point] for point in plan}  # report order: each model, then its budget points
+    budgets = {point: p.max_thinking_tokens for point, (_, _, p) in plan.items()}
+    report = build_report(cfg.task, len(problems), runs, grader=cfg.grader, budgets=budgets)
+    if any(point != name for point, (name, _, _) in plan.items()):
+        report["budget_n"] = len(problems[: cfg.budget_n])
     if "short" in runs and "long" in runs:
         cal = calibrate(runs["short"][1], runs["long"][1], tolerance=cfg.auto_tolerance)
         cal |= {"short_model": runs["short"][0], "long_model": runs["long"][0], "task": cfg.task}
@@ -214,5 +301,10 @@ def run(cfg: EvalConfig) -> Path:
         report["auto"] = cal["auto"]
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     render(run_dir)
+    effort = write_effort(run_dir, cfg.effort_tolerance)
     print((run_dir / "report.md").read_text())
+    print(f"reasoning_effort levels ({effort}):")
+    print("\n".join(describe(json.loads(effort.read_text()))))
+    if not cfg.thinking_budgets:
+        print(NO_BUDGETS_NOTE)
     return run_dir

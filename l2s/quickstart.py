@@ -3,10 +3,13 @@
 1. build (or reuse) the embedded family: base, short, long-sft and long (the full RL stage);
 2. derive short-CoT models from long: a merge alpha sweep, shortest rejection sampling, DPO and
    long2short RL (shortest-rs and DPO share one set of long samples);
-3. evaluate every model on the held-out split and write report.json / report.md / pareto.png;
+3. evaluate every model on the held-out split, and long and the derived models also under thinking
+   budgets (points `NAME@B`, on the first `budget_n` problems), and write report.json / report.md /
+   pareto.png;
 4. choose what `l2s serve` serves by default: long and the best derived short model (`best_short`),
-   with auto's threshold calibrated for that pair on the evaluation's samples, and point the family's
-   `last-run.json` at them (`l2s.server.settings.LastRun`); then print the serve and ui commands.
+   with auto's threshold calibrated for that pair on the evaluation's samples, map the reasoning_effort
+   levels to measured points (effort.json, `l2s.effort`), and point the family's `last-run.json` at
+   them (`l2s.server.settings.LastRun`); then print the serve and ui commands.
 
 Every step is resumable and reuses what a previous run finished, so a second run is quick. This module
 only sequences the library's own steps; it adds no method of its own.
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from l2s.config import Config
 from l2s.embedded import DEFAULT_CACHE
@@ -42,6 +45,20 @@ class QuickstartConfig(Config):
         [0.1, 0.3, 0.5, 0.7, 0.75, 0.8, 0.9], description="merge sweep (weight of the long model)"
     )
     methods: list[str] = Field(["merge", "shortest-rs", "dpo", "rl"], description="long2short methods to run")
+    # The embedded long model reasons ~40-60 tokens per answer, so 8, 16 and 32 cut its reasoning to
+    # about a sixth, a third and two thirds: the range where accuracy trades against tokens.
+    thinking_budgets: list[int] = Field(
+        [8, 16, 32], description="thinking budgets long and the derived models are also evaluated at"
+    )
+    budget_n: int = Field(300, ge=1, description="held-out problems for the thinking-budget points")
+
+    @field_validator("thinking_budgets")
+    @classmethod
+    def _positive_budgets(cls, v: list[int]) -> list[int]:
+        from l2s.evaluate import check_budgets
+
+        return check_budgets(v) if v else v
+
     force: bool = Field(False, description="redo every step of this run (the family cache is kept)")
 
 
@@ -163,9 +180,16 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
         from l2s.evaluate import run as evaluate
 
         spec = ",".join(f"{name}={path}" for name, path in models.items())
-        evaluate(EvalConfig(models=spec, n=cfg.n, out=str(out), force=cfg.force, **over["eval"]))
+        derived_names = [name for name in models if name not in FAMILY]
+        budgets = dict(thinking_budgets=cfg.thinking_budgets or None, budget_n=cfg.budget_n)
+        budgets["budget_models"] = ["long", *derived_names]  # not short and long-sft: the family's own
+        evaluate(EvalConfig(models=spec, n=cfg.n, out=str(out), force=cfg.force, **budgets, **over["eval"]))
 
-    served = choose_served(out, cfg.cache, [name for name in models if name not in FAMILY])
+    served = choose_served(out, cfg.cache, derived_names)
+    from l2s.effort import write_effort
+
+    # reasoning_effort levels, with the served pair's auto threshold beside them; `l2s serve` reads both
+    write_effort(out, calibration=served.calibration)
     for method, why in failed.items():
         print(f"not in the report: {method} ({why})")
     print("\nwhere the time went: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
@@ -175,19 +199,26 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
 
 
 def best_short(report: dict[str, Any], candidates: list[str], points: float = SERVE_POINTS) -> str | None:
-    """The candidate with the fewest mean tokens among those within `points` accuracy points of long's
-    accuracy in `report` (report.json); None when none is.
+    """The short model to serve beside long: among the candidates that answer in fewer mean tokens than
+    long, the one with the fewest tokens within `points` accuracy points of long's accuracy in `report`
+    (report.json); when none is that close, the most accurate of them; None when none is shorter.
 
     >>> m = lambda acc, tok: {"accuracy": acc, "mean_tokens": tok}
     >>> r = {"models": {"long": m(0.999, 64.2), "rl": m(1.0, 26.9), "dpo": m(0.988, 30.7),
-    ...                 "shortest-rs": m(0.997, 42.3), "merge-0.7": m(0.119, 9.8)}}
-    >>> best_short(r, ["rl", "dpo", "shortest-rs", "merge-0.7"]), best_short(r, ["dpo"]), best_short(r, ["dpo"], 2)
-    ('rl', None, 'dpo')
+    ...                 "shortest-rs": m(0.997, 42.3), "merge-0.7": m(0.119, 9.8), "merge-0.9": m(1.0, 64.8)}}
+    >>> best_short(r, ["rl", "dpo", "shortest-rs", "merge-0.7"]), best_short(r, ["dpo", "merge-0.7"])
+    ('rl', 'dpo')
+    >>> best_short(r, ["dpo"], 2), best_short(r, ["merge-0.9"])
+    ('dpo', None)
     """
     models = report["models"]
-    floor = models["long"]["accuracy"] - points / 100 - 1e-9
-    within = [name for name in candidates if name in models and models[name]["accuracy"] >= floor]
-    return min(within, key=lambda name: (models[name]["mean_tokens"], name), default=None)
+    long = models["long"]
+    shorter = [n for n in candidates if n in models and models[n]["mean_tokens"] < long["mean_tokens"]]
+    floor = long["accuracy"] - points / 100 - 1e-9
+    within = [n for n in shorter if models[n]["accuracy"] >= floor]
+    if within:
+        return min(within, key=lambda n: (models[n]["mean_tokens"], n))
+    return max(shorter, key=lambda n: (models[n]["accuracy"], -models[n]["mean_tokens"]), default=None)
 
 
 def choose_served(out: Path, cache: str | Path, candidates: list[str]):
@@ -239,10 +270,19 @@ def next_commands(served, cache: str | Path) -> str:
         if served.short_name != "short"
         else f"no derived model came within {SERVE_POINTS:g} point of long's accuracy"
     )
+    effort = served.run_dir / "effort.json"
+    levels = ""
+    if effort.is_file():
+        from l2s.effort import describe, read_effort
+
+        levels = "\nreasoning_effort on the model `l2s` (effort.json):\n  " + "\n  ".join(
+            describe(read_effort(effort))
+        )
     return (
         f"\nnext, in two terminals:\n  {env}{_l2s()} serve\n  {ui}\n"
         f"`l2s serve` serves long and '{served.short_name}' ({why}) with mode=short|long|auto, auto "
         f"calibrated on this run ({served.calibration.name}); --long/--short/--calibration override them."
+        f"{levels}"
     )
 
 

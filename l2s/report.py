@@ -2,8 +2,9 @@
 
 The plot follows Kimi k1.5's Figure 7 (long2short: accuracy against mean response tokens): one labelled
 point per model with its 95% interval, a merge alpha sweep joined into one curve from short (alpha 0)
-to long (alpha 1) in order of alpha, short's accuracy drawn as the floor. Points up and to the left are
-better. matplotlib does the drawing (Agg backend, no display needed); label placement is ours (see
+to long (alpha 1) in order of alpha, short's accuracy drawn as the floor, and each model's thinking-budget
+points (`NAME@B`, from `l2s eval --thinking-budgets`) joined into a dotted curve that ends at the model
+without a budget. Points up and to the left are better. matplotlib does the drawing (Agg backend, no display needed); label placement is ours (see
 `place_labels`): matplotlib has none, and overprinted names make a crowded plot unreadable.
 """
 
@@ -49,7 +50,8 @@ def _num(x: float | None, fmt: str) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table, best accuracy first; an `unparsed` column (share of samples
-    with no extractable answer) when the entries carry it, and the grader when the report names one.
+    with no extractable answer) when the entries carry it, the grader when the report names one, and
+    a mean reasoning tokens column with a note when it has thinking-budget points.
 
     >>> r = {"task": "arith", "n": 2, "models": {"long": {"accuracy": 1.0, "accuracy_ci95": [0.34, 1.0],
     ...      "mean_tokens": 40.0, "p50_tokens": 40.0, "p90_tokens": 44.0, "tokens_per_correct": 40.0,
@@ -65,7 +67,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     """
     models = report["models"]
     unparsed = any("unparsed" in m for m in models.values())
-    columns = COLUMNS[:4] + ["unparsed"] + COLUMNS[4:] if unparsed else COLUMNS
+    budgeted = any(_is_budget_point(name, m) for name, m in models.items())
+    columns = COLUMNS[:4] + ["unparsed"] + COLUMNS[4:] if unparsed else list(COLUMNS)
+    if budgeted:
+        columns.insert(columns.index("mean tok") + 1, "reasoning")
     lines = [
         f"# l2s eval: {report['task']} (n = {report['n']} held-out problems)",
         "",
@@ -76,12 +81,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         method = m.get("method") or "–"
         if m.get("alpha") is not None:
             method += f" α={m['alpha']:g}"
+        if m.get("thinking_budget") is not None:
+            method += f", budget {m['thinking_budget']}"
         lo, hi = m["accuracy_ci95"]
         cells = [name, method, f"{m['accuracy']:.3f}", f"[{lo:.3f}, {hi:.3f}]"]
         if unparsed:
             cells.append(_num(m.get("unparsed"), ".1%"))
+        cells.append(f"{m['mean_tokens']:.1f}")
+        if budgeted:
+            cells.append(_num(m.get("mean_reasoning_tokens"), ".1f"))
         cells += [
-            f"{m['mean_tokens']:.1f}",
             f"{m['p50_tokens']:.0f}",
             f"{m['p90_tokens']:.0f}",
             _num(m["tokens_per_correct"], ".1f"),
@@ -100,6 +109,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Tokens are completion tokens by each model's own tokenizer; CI is Wilson's 95% interval.",
     ]
+    if budgeted:
+        k = report.get("budget_n")
+        where = f", measured on the first {k} of the {report['n']} problems" if k and k < report["n"] else ""
+        lines.append(
+            f"NAME@B is NAME with a thinking budget of B (`</think>` forced after B reasoning tokens){where}; "
+            "reasoning = mean reasoning tokens."
+        )
     if report.get("grader"):
         lines.append(f"Answers graded by the `{report['grader']}` grader.")
     return "\n".join(lines + [""])
@@ -161,6 +177,8 @@ def merge_curves(models: dict[str, dict[str, Any]]) -> dict[str, list[tuple[floa
     """
     curves: dict[str, list[tuple[float, str]]] = {}
     for name, m in models.items():
+        if _is_budget_point(name, m):
+            continue  # a merge under a thinking budget belongs to that merge's budget curve
         alpha = merge_alpha(name, m)
         if alpha is not None:
             curves.setdefault(m.get("merge_method") or "linear", []).append((alpha, name))
@@ -169,6 +187,55 @@ def merge_curves(models: dict[str, dict[str, Any]]) -> dict[str, list[tuple[floa
         points += [e for e in ends if all(e[0] != a for a, _ in points)]
         points.sort()
     return curves
+
+
+def _is_budget_point(name: str, entry: dict[str, Any]) -> bool:
+    return entry.get("thinking_budget") is not None and "@" in name
+
+
+def budget_curves(models: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """{model: [its budget points in order of budget, then the model itself]} for every model that has
+    budget points (`NAME@B` entries with `thinking_budget`); the model without a budget ends its curve.
+
+    >>> ms = {"long": {}, "long@16": {"thinking_budget": 16}, "long@8": {"thinking_budget": 8},
+    ...       "rl@8": {"thinking_budget": 8}, "short": {}}
+    >>> budget_curves(ms)
+    {'long': ['long@8', 'long@16', 'long'], 'rl': ['rl@8']}
+    """
+    curves: dict[str, list[tuple[int, str]]] = {}
+    for name, m in models.items():
+        if _is_budget_point(name, m):
+            curves.setdefault(name.rpartition("@")[0], []).append((m["thinking_budget"], name))
+    return {
+        base: [name for _, name in sorted(points)] + ([base] if base in models else [])
+        for base, points in curves.items()
+    }
+
+
+def label_text(names: list[str]) -> str:
+    """One label for points drawn at (nearly) one place: budget points of one model share its name,
+    `rl@8/16` for `rl@8` and `rl@16`.
+
+    >>> label_text(["merge-0.5", "merge-0.5@16", "merge-0.5@8", "short"])
+    'merge-0.5, merge-0.5@8/16, short'
+    >>> label_text(["long", "long-sft"])
+    'long, long-sft'
+    """
+    budgets: dict[str, list[int]] = {}
+    order: list[str] = []  # plain names, and each budgeted model once, where it first appears
+    for name in names:
+        base, sep, b = name.rpartition("@")
+        if sep and b.isdigit():
+            if base not in budgets:
+                order.append(name)
+            budgets.setdefault(base, []).append(int(b))
+        else:
+            order.append(name)
+    parts = []
+    for name in order:
+        base, sep, _ = name.rpartition("@")
+        parts.append(f"{base}@{'/'.join(map(str, sorted(budgets[base])))}" if sep else name)
+    return ", ".join(parts)
 
 
 # Where a label may go around its point, tried in this order at growing distances: right, above,
@@ -258,7 +325,8 @@ def place_labels(
 
 def pareto_figure(report: dict[str, Any]):
     """Accuracy vs mean completion tokens: one labelled point per model with its 95% CI, one curve per
-    merge sweep in order of alpha, short's accuracy as the floor, auto's simulated point."""
+    merge sweep in order of alpha, one dotted curve per model's thinking budgets (small squares, in its
+    colour), short's accuracy as the floor, auto's simulated point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +351,23 @@ def pareto_figure(report: dict[str, Any]):
             label=f"merge sweep ({merge_method})",
         )
     in_sweep = {name for points in curves.values() for _, name in points} - {"short", "long"}
+
+    def point_color(name: str):
+        m = models[name]
+        return color("merge" if name in in_sweep else name if name in PARENTS else m.get("method") or name)
+
+    budgets = budget_curves(models)
+    of_base = {point: base for base, names in budgets.items() for point in names}
+    for base, names in budgets.items():
+        ax.plot(
+            [models[name]["mean_tokens"] for name in names],
+            [models[name]["accuracy"] for name in names],
+            ":",
+            color=point_color(base) if base in models else "grey",
+            alpha=0.7,
+        )
+    if budgets:  # one legend entry for every model's curve, each drawn in its model's colour
+        ax.plot([], [], ":", color="grey", label="thinking budgets")
     if "short" in models:
         ax.axhline(models["short"]["accuracy"], ls="--", lw=1, color="grey", label="short (floor)")
     for name, m in models.items():
@@ -291,11 +376,10 @@ def pareto_figure(report: dict[str, Any]):
             m["mean_tokens"],
             m["accuracy"],
             yerr=[[max(0.0, m["accuracy"] - lo)], [max(0.0, hi - m["accuracy"])]],
-            fmt="o",
+            fmt="s" if _is_budget_point(name, m) else "o",
+            ms=4 if _is_budget_point(name, m) else 6,
             capsize=3,
-            color=color(
-                "merge" if name in in_sweep else name if name in PARENTS else m.get("method") or name
-            ),
+            color=point_color(base if (base := of_base.get(name, name)) in models else name),
         )
     if "auto" in report:
         a = report["auto"]
@@ -311,7 +395,7 @@ def pareto_figure(report: dict[str, Any]):
     fig.tight_layout()
     # Models at (nearly) the same point (merges that answer like short, say) share one label.
     points = {name: (m["mean_tokens"], m["accuracy"]) for name, m in models.items()}
-    labels = [(", ".join(names), x, y) for (x, y), names in label_groups(points)]
+    labels = [(label_text(names), x, y) for (x, y), names in label_groups(points)]
     if "auto" in report:
         labels.append(("auto (simulated)", report["auto"]["mean_tokens"], report["auto"]["accuracy"]))
     bars = [

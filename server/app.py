@@ -26,13 +26,14 @@ from l2s.server.policy import ModePolicy, Route
 from l2s.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
+    EffortCard,
     ErrorResponse,
     ModelCard,
     ModelList,
 )
 from l2s.server.security import BodySizeLimit, check_api_key
 from l2s.server.serving import Family
-from l2s.server.settings import AUTO, LONG, SHORT, ServeSettings
+from l2s.server.settings import AUTO, EFFORT, LONG, SHORT, ServeSettings
 
 log = logging.getLogger("l2s.server")
 # Every error is OpenAI's {"error": {...}} body; documenting it here also replaces FastAPI's default 422
@@ -155,11 +156,30 @@ async def completions(body: CompletionRequest, request: Request):
 
 @api.get("/models")
 async def models(request: Request) -> ModelList:
+    from l2s.effort import ALIASES, DEFAULT_LEVEL
+
     family = _family(request)
     created = family.created
     modes = {LONG: "long", SHORT: "short", AUTO: "auto"}
+    levels = {
+        level: EffortCard(
+            model=lv.model,
+            thinking_budget=lv.thinking_budget,
+            accuracy=lv.accuracy,
+            accuracy_ci95=list(lv.accuracy_ci95) if lv.accuracy_ci95 else None,
+            mean_tokens=lv.mean_tokens,
+        )
+        for level, lv in family.policy.efforts.items()
+    }
+    effort = {"effort": levels, "default_effort": DEFAULT_LEVEL, "effort_aliases": dict(ALIASES)}
     cards = [
-        ModelCard(id=name, created=created, kind="alias" if name in modes else "model", mode=modes.get(name))
+        ModelCard(
+            id=name,
+            created=created,
+            kind="alias" if name in modes or name == EFFORT else "model",
+            mode=modes.get(name),
+            **(effort if name == EFFORT else {}),
+        )
         for name in family.policy.served_names()
     ]
     return ModelList(data=cards)
@@ -199,6 +219,7 @@ def _lifespan(settings: ServeSettings):
 
         paths = settings.served_models()
         threshold = settings.threshold()
+        efforts = settings.effort_routes(paths)  # a map naming an unserved model stops here
         metrics = ServerMetrics()
         backends = {}
         try:
@@ -212,12 +233,19 @@ def _lifespan(settings: ServeSettings):
                 default_model=settings.default_model,
                 default_max_tokens=settings.default_max_tokens,
                 max_tokens_cap=settings.max_tokens_cap,
+                efforts=efforts,
             )
             admission = Admission(settings.max_concurrent, on_change=metrics.in_flight.set)
             if threshold is None:
                 log.warning("auto mode is off: no --calibration or --auto-threshold given")
                 if policy.default_model == AUTO:
-                    policy.default_model = LONG  # requests that name no model get the reference model
+                    # requests that name no model get the effort map's medium, else the reference model
+                    policy.default_model = EFFORT if efforts else LONG
+            if efforts:
+                log.info(
+                    "reasoning_effort: %s",
+                    ", ".join(f"{lv} -> {r.point or r.model}" for lv, r in efforts.items()),
+                )
             app.state.family = Family(backends, policy, metrics, admission, settings)
             log.info("serving %s", ", ".join(policy.served_names()))
             yield

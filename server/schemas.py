@@ -72,7 +72,7 @@ class _Sampling(_Request):
     stream_options: StreamOptions | None = None
     # l2s extension (not in the OpenAI spec): which model family member answers; see ModePolicy.
     mode: Mode | None = None
-    # OpenAI reasoning models' effort knob; l2s maps it to a mode (see ModePolicy).
+    # OpenAI reasoning models' effort knob; l2s maps it to a model and budget, or a mode (see ModePolicy).
     reasoning_effort: ReasoningEffort | None = None
     # l2s extension (not in the OpenAI spec): thinking budget; "</think>" is forced after N reasoning tokens.
     max_thinking_tokens: int | None = Field(None, ge=0)
@@ -159,6 +159,8 @@ class Routing(BaseModel):
     confidence: float | None = None  # auto only: the short answer's confidence
     threshold: float | None = None  # auto only: the calibrated threshold it was compared with
     attempt_tokens: int | None = None  # auto, escalated: completion tokens of the discarded short answer
+    effort: str | None = None  # the reasoning_effort level that chose the model (with an effort map)
+    thinking_budget: int | None = None  # the thinking budget the answer was generated under, if any
 
 
 class TokenLogprob(BaseModel):
@@ -243,6 +245,16 @@ class Completion(BaseModel):
     l2s: Routing | None = None  # l2s extension (not in the OpenAI spec)
 
 
+class EffortCard(BaseModel):
+    """l2s extension (not in the OpenAI spec): what serves one reasoning_effort level, as measured."""
+
+    model: str  # the served model
+    thinking_budget: int | None = None
+    accuracy: float | None = None  # measured on the held-out problems of the run that made the map
+    accuracy_ci95: list[float] | None = None
+    mean_tokens: float | None = None  # mean completion tokens there
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -251,6 +263,11 @@ class ModelCard(BaseModel):
     # l2s extension (not in the OpenAI spec): what serves this name.
     kind: Literal["alias", "model"] = "model"
     mode: Mode | None = None
+    # l2s extension (not in the OpenAI spec), on the `l2s` alias: reasoning_effort level -> what serves it,
+    # the level a request without reasoning_effort gets, and the accepted aliases of levels.
+    effort: dict[str, EffortCard] | None = None
+    default_effort: str | None = None
+    effort_aliases: dict[str, str] | None = None
 
 
 class ModelList(BaseModel):

@@ -113,13 +113,24 @@ class Family:
         if route.mode != "auto":
             gens = await first.generate(prompts, params, on_token)
             self._count(mode_label, first.name, prompt_tokens, gens)
-            routing = Routing(mode=route.mode, model=first.name)
+            routing = Routing(
+                mode=route.mode,
+                model=first.name,
+                effort=route.effort,
+                thinking_budget=route.max_thinking_tokens,
+            )
             return Answer(gens, routing, first, True, prompt_tokens, opened)
         # auto: the short answer, with the logprobs its confidence needs; escalate when below threshold.
         gens = await first.generate(prompts, replace(params, logprobs=True))
         self._count("auto", first.name, prompt_tokens, gens)
         conf = _confidence(gens)
-        routing = Routing(mode="auto", model=first.name, confidence=conf, threshold=route.threshold)
+        routing = Routing(
+            mode="auto",
+            model=first.name,
+            confidence=conf,
+            threshold=route.threshold,
+            thinking_budget=route.max_thinking_tokens,
+        )
         if conf >= route.threshold:
             if not params.logprobs:
                 for g in (g for gs in gens for g in gs):

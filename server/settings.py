@@ -10,6 +10,11 @@ best derived short model and auto's threshold calibrated for that pair, read fro
 quickstart run (or once its folders are gone) it serves the embedded family's long and short models.
 Explicit settings always win: --long/--short replace the run's models, --calibration or
 --auto-threshold its threshold.
+
+`reasoning_effort` follows an effort map (`l2s calibrate`, `l2s.effort`) when there is one: the
+effort.json in the run folder given as --calibration, else, serving the last quickstart run, the one in
+that run's folder (whose models are then served too, each under its report name). Every level must name
+a served checkpoint (`effort_routes`); a map naming another one stops the server at startup.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from l2s.config import Config
+from l2s.effort import EFFORT_FILE
 from l2s.embedded import DEFAULT_CACHE
 from l2s.errors import UserError
 
 LONG, SHORT, AUTO = "l2s-long", "l2s-short", "l2s-auto"
-ALIASES = (LONG, SHORT, AUTO)
+EFFORT = "l2s"  # the alias routed by reasoning_effort through the effort map
+ALIASES = (LONG, SHORT, AUTO, EFFORT)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EMBEDDED = DEFAULT_CACHE
 LAST_RUN = "last-run.json"  # in the family folder: the run `l2s serve` serves when given no models
@@ -126,7 +133,8 @@ class ServeSettings(Config):
     )
     calibration: str | None = Field(
         None,
-        description="calibration.json written by `l2s eval`; its threshold drives auto "
+        description="a run folder holding effort.json (`l2s calibrate`: reasoning_effort levels and auto's "
+        "threshold), or a calibration.json written by `l2s eval` (auto's threshold only) "
         "(default: the last quickstart's, when serving its models)",
     )
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request gives none")
@@ -158,15 +166,18 @@ class ServeSettings(Config):
 
     def served_models(self) -> dict[str, Path]:
         """Served name -> checkpoint folder, validated. When long/short are unset: the last quickstart
-        run's long and best short model, else the embedded family's long and short."""
+        run's long and best short model (and the models its effort map names), else the embedded
+        family's long and short. An effort map naming a model that is not served is an error here."""
         from l2s.checkpoint import validate_checkpoint
 
         long, short = self.long, self.short
         if (long is None) != (short is None):
             raise UserError("pass both --long and --short, or neither to serve the embedded family")
         run = self.last_run()
+        extras = dict(self.models)
         if run is not None:
             long, short = str(run.long), str(run.short)
+            extras = {**self._effort_extras(str(run.long), str(run.short)), **extras}
         elif long is None:
             root = Path(self.embedded).expanduser()
             long_dir = root / "long" if (root / "long" / "config.json").is_file() else root / "long-sft"
@@ -175,16 +186,92 @@ class ServeSettings(Config):
                     f"no embedded family in {root}; run `l2s init` first, or pass --long and --short"
                 )
             long, short = str(long_dir), str(root / "short")
-        paths = {LONG: long, SHORT: short, **self.models}
-        return {name: validate_checkpoint(p) for name, p in paths.items()}
+        paths = {LONG: long, SHORT: short, **extras}
+        served = {name: validate_checkpoint(p) for name, p in paths.items()}
+        self.effort_routes(served)  # an effort map must fit what is served: one line now, not at startup
+        return served
+
+    def _effort_extras(self, long: str, short: str) -> dict[str, str]:
+        """The models the served run's effort map sends levels to, beyond long and short, by their
+        report names (serving the last quickstart run only: with models given, the map must fit them)."""
+        effort = self.effort() if self.calibration is None else None  # --calibration's map must fit
+        if effort is None:
+            return {}
+        have = {_resolved(long), _resolved(short), *(_resolved(p) for p in self.models.values())}
+        extras: dict[str, str] = {}
+        for level in effort["levels"].values():
+            name, path = level["model"], level["path"]
+            if _resolved(path) not in have and name not in ALIASES and _NAME_RE.fullmatch(name):
+                extras.setdefault(name, path)
+                have.add(_resolved(path))
+        return extras
+
+    def effort_file(self) -> Path | None:
+        """The effort.json that maps reasoning_effort: --calibration's (a run folder holding one, or the
+        file itself), else the served last quickstart run's; None: the fixed table of `ModePolicy`."""
+        if self.calibration is not None:
+            p = Path(self.calibration).expanduser()
+            if p.is_dir() and (p / EFFORT_FILE).is_file():
+                return p / EFFORT_FILE
+            return p if p.is_file() and p.name == EFFORT_FILE else None
+        run = self.last_run()
+        if run is not None and (run.run_dir / EFFORT_FILE).is_file():
+            return run.run_dir / EFFORT_FILE
+        return None
+
+    def effort(self) -> dict[str, Any] | None:
+        """The effort map (effort.json's content), or None."""
+        from l2s.effort import read_effort
+
+        path = self.effort_file()
+        return read_effort(path) if path is not None else None
+
+    def effort_routes(self, paths: dict[str, Path]) -> dict[str, Any]:
+        """{level: `l2s.server.policy.EffortLevel`}: each level of the effort map sent to the served model
+        (of `paths`, served name -> folder) with its checkpoint; {} without a map. A level whose
+        checkpoint is not served is a one-line error."""
+        from l2s.server.policy import EffortLevel
+
+        effort = self.effort()
+        if effort is None:
+            return {}
+        served: dict[Path, str] = {}
+        for name, path in paths.items():
+            served.setdefault(_resolved(path), name)  # long first, then short, then the extras
+        routes = {}
+        for level, lv in effort["levels"].items():
+            name = served.get(_resolved(lv["path"]))
+            if name is None:
+                raise UserError(
+                    f"{self.effort_file()} sends reasoning_effort '{level}' to {lv['model']} ({lv['path']}), "
+                    f"which this server does not serve; add --models {lv['model']}={lv['path']}, or pass "
+                    "--calibration a run of the served models"
+                )
+            routes[level] = EffortLevel(
+                model=name,
+                thinking_budget=lv.get("thinking_budget"),
+                accuracy=lv.get("accuracy"),
+                accuracy_ci95=tuple(lv["accuracy_ci95"]) if lv.get("accuracy_ci95") else None,
+                mean_tokens=lv.get("mean_tokens"),
+                point=lv.get("point"),
+            )
+        return routes
 
     def threshold(self) -> float | None:
-        """Auto's confidence threshold: `auto_threshold`, else the calibration file's, else (serving the
-        last quickstart run's models) the run's calibration for them; None turns auto off."""
+        """Auto's confidence threshold: `auto_threshold`, else --calibration's (a calibration.json's, or
+        a run folder's effort.json's, else that folder's calibration.json), else (serving the last
+        quickstart run's models) the run's calibration for them; None turns auto off."""
         if self.auto_threshold is not None:
             return self.auto_threshold
         if self.calibration is not None:
-            return read_threshold(self.calibration)
+            effort_path = self.effort_file()
+            if effort_path is None:
+                return read_threshold(self.calibration)
+            auto = self.effort().get("auto") or {}
+            if auto.get("threshold") is not None:
+                return _check_threshold(auto["threshold"], effort_path)
+            cal = effort_path.parent / "calibration.json"
+            return read_threshold(cal) if cal.is_file() else None
         run = self.last_run()
         if run is not None and run.calibration is not None:
             return read_threshold(run.calibration)
@@ -204,6 +291,14 @@ def read_threshold(path: str | Path) -> float:
         value = json.loads(p.read_text())["threshold"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"{p} is not a calibration file with a 'threshold'; re-run `l2s eval`") from None
-    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise UserError(f"{p}: threshold must be a number in [0, 1], got {value!r}")
+    return _check_threshold(value, p)
+
+
+def _check_threshold(value: Any, source: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{source}: threshold must be a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()

@@ -7,7 +7,7 @@ import pytest
 
 from l2s.cli import build_parser
 
-SUBCOMMANDS = ["init", "sample", "eval", "report", "rl", "derive", "serve", "ui", "quickstart"]
+SUBCOMMANDS = ["init", "sample", "eval", "report", "calibrate", "rl", "derive", "serve", "ui", "quickstart", "convert-gguf"]
 
 
 def run(*args, timeout=60):

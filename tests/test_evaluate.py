@@ -38,7 +38,11 @@ SCRIPT = {
 
 
 class ScriptedEngine:
-    """Answers by its folder name per SCRIPT, with the confidence SCRIPT says; counts its calls."""
+    """Answers by its folder name per SCRIPT, with the confidence SCRIPT says; counts its calls.
+
+    Its reasoning is the answer's tokens less 4. A thinking budget B below that cuts the reasoning to B
+    tokens (answers B + 4 tokens long) and keeps only the right answers of problems i with
+    i % 10 < round(10 * B / reasoning)."""
 
     calls = 0
 
@@ -56,13 +60,15 @@ class ScriptedEngine:
             expr = msgs[0]["content"].split("Compute ")[1].split(".")[0]
             truth = eval(expr)  # arith prompts are "Compute a + b - c."
             right = self.seen % 4 < self.k
+            tokens, budget = self.tokens, params.max_thinking_tokens
+            if budget is not None and budget < tokens - 4:
+                right = right and self.seen % 10 < round(10 * budget / (tokens - 4))
+                tokens = budget + 4
             self.seen += 1
             lp = math.log(self.conf_right if right else self.conf_wrong)
-            text = f"<think>\n{'.' * self.tokens}\n</think>\nAnswer: {truth if right else truth + 1}"
-            ids = list(range(self.tokens))
-            gen = Generation(
-                text, ids, "stop", ".", "", self.tokens - 4, [lp] * self.tokens, {"answer_tokens": [0, 1]}
-            )
+            text = f"<think>\n{'.' * tokens}\n</think>\nAnswer: {truth if right else truth + 1}"
+            ids = list(range(tokens))
+            gen = Generation(text, ids, "stop", ".", "", tokens - 4, [lp] * tokens, {"answer_tokens": [0, 1]})
             out.append([gen] * params.n)
         return out
 
@@ -196,3 +202,54 @@ def test_eval_cli_on_a_pico_model(pico_ckpt, tmp_path):
         cmd[:-1] + [str(out), "--max-tokens", "9"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "not resumable" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_thinking_budgets_are_points_of_their_own(family, tmp_path):
+    out = run(_cfg(family, tmp_path / "run", thinking_budgets=[16, 8], budget_n=20))
+    report = json.loads((out / "report.json").read_text())
+    models = report["models"]
+    # each model, then its budget points in order of budget
+    assert list(models) == [f"{m}{b}" for m in SCRIPT for b in ("", "@8", "@16")]
+    assert report["n"] == 40 and report["budget_n"] == 20
+    for name, m in models.items():
+        assert set(m) >= CONTRACT | {"mean_reasoning_tokens"}
+        base, _, budget = name.partition("@")
+        assert m.get("thinking_budget") == (int(budget) if budget else None)
+        assert m["samples"] == (20 if budget else 40) and m["path"] == str(family[base])
+        lines = (out / "samples" / f"{name}.jsonl").read_text().splitlines()
+        assert len(lines) == m["samples"]
+    # long reasons 36 tokens: budget 8 cuts it to 8 (12 tokens in all) and keeps 2 answers in 10
+    assert (models["long@8"]["mean_tokens"], models["long@8"]["mean_reasoning_tokens"]) == (12, 8)
+    assert models["long@8"]["accuracy"] == 0.2 and models["long@16"]["accuracy"] == 0.4
+    assert models["long@8"]["token_ratio_vs_long"] == pytest.approx(12 / 40)
+    assert models["short@8"]["mean_tokens"] == 8  # its 4 reasoning tokens are under every budget
+    assert models["a75@8"]["method"] == "merge" and models["a75@8"]["alpha"] == 0.75
+    md = (out / "report.md").read_text()
+    assert "| long@8 | rl, budget 8 | 0.200 |" in md and "on the first 20 of the 40 problems" in md
+    effort = json.loads((out / "effort.json").read_text())
+    assert effort["levels"]["high"]["model"] == "long" and effort["levels"]["minimal"]["model"] == "short"
+    assert effort["auto"]["threshold"] == pytest.approx(0.95)
+    # a second run with the same budgets samples nothing again
+    calls = ScriptedEngine.calls
+    run(_cfg(family, tmp_path / "run", thinking_budgets=[8, 16], budget_n=20))
+    assert ScriptedEngine.calls == calls
+
+
+def test_budget_points_only_for_the_budget_models(family, tmp_path):
+    out = run(_cfg(family, tmp_path / "run", thinking_budgets=[8], budget_models=["long", "a75"]))
+    names = list(json.loads((out / "report.json").read_text())["models"])
+    assert names == ["long", "long@8", "short", "a25", "a75", "a75@8"]
+    with pytest.raises(UserError, match="--budget-models names 'rl', which is not in --models"):
+        run(_cfg(family, tmp_path / "run", thinking_budgets=[8], budget_models=["rl"]))
+
+
+def test_bad_thinking_budgets_are_one_line(capsys):
+    from l2s.cli import main
+    from l2s.config import load_config
+
+    for bad in ([0, 8], [-4], []):
+        with pytest.raises(UserError, match="each thinking budget must be a whole number > 0"):
+            load_config(EvalConfig, overrides={"models": "long=/x", "out": "r", "thinking_budgets": bad})
+    assert main(["eval", "--models", "long=/x", "--out", "r", "--thinking-budgets", "8,0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad value for --thinking-budgets" in err

@@ -193,3 +193,69 @@ def test_markdown_unparsed_column_and_grader_only_when_the_report_has_them():
     assert "| short | – | 0.500 | [0.450, 0.550] | 12.5% |" in md
     assert "| long | rl | 0.900 | [0.850, 0.950] | – |" in md  # an entry without the field
     assert "Answers graded by the `flexible` grader." in md
+
+
+def _budgeted_report():
+    """The crowded report plus thinking-budget points for long, rl, a merge in the sweep and one that
+    answers like short (its budget points sit on short's)."""
+    report = _crowded_report()
+    models = report["models"]
+    for base, rows in {
+        "long": [(0.35, 20.1), (0.7, 28.0), (0.97, 44.0)], "rl": [(0.5, 16.0), (0.93, 20.5), (1.0, 26.9)],
+        "merge-0.9": [(0.36, 20.0), (0.71, 28.2), (0.97, 44.5)], "merge-0.5": [(0.13, 9.0)] * 3,
+    }.items():  # fmt: skip
+        for budget, (acc, tokens) in zip((8, 16, 32), rows, strict=True):
+            extra = {k: models[base][k] for k in ("alpha", "merge_method") if k in models[base]}
+            models[f"{base}@{budget}"] = _entry(
+                acc, tokens, models[base]["method"], thinking_budget=budget, **extra
+            )
+    report["budget_n"] = 300
+    return report
+
+
+def test_budget_points_in_the_markdown():
+    report = _budgeted_report()
+    report["models"]["rl@8"]["mean_reasoning_tokens"] = 8.0
+    md = render_markdown(report)
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[4:6] == ["mean tok", "reasoning"]
+    assert "| rl@8 | rl, budget 8 | 0.500 | [0.450, 0.550] | 16.0 | 8.0 |" in md
+    assert "| long | rl | 0.999 | [0.949, 1.000] | 64.2 | – |" in md  # an entry without the field
+    assert "thinking budget of B" in md and "on the first 300 of the 1000 problems" in md
+    assert "reasoning" not in render_markdown(REPORT)  # no budget points: the table as before
+
+
+def test_pareto_draws_each_models_budget_curve_and_keeps_the_sweep_apart():
+    import matplotlib.pyplot as plt
+
+    report = _budgeted_report()
+    fig = pareto_figure(report)
+    ax = fig.axes[0]
+    dotted = [line for line in ax.lines if line.get_linestyle() == ":" and len(line.get_xdata())]
+    curves = sorted((list(line.get_xdata()), list(line.get_ydata())) for line in dotted)
+    assert ([20.1, 28.0, 44.0, 64.2], [0.35, 0.7, 0.97, 0.999]) in curves  # long's: by budget, then long
+    assert ([16.0, 20.5, 26.9, 26.9], [0.5, 0.93, 1.0, 1.0]) in curves
+    assert len(curves) == 4 and "thinking budgets" in ax.get_legend_handles_labels()[1]
+    (sweep,) = [line for line in ax.lines if line.get_label() == "merge sweep (linear)"]
+    assert len(sweep.get_xdata()) == 9  # short, seven merges, long: no budget point joins the sweep
+    plt.close(fig)
+
+
+def test_pareto_labels_of_budget_points_never_overlap():
+    import matplotlib.pyplot as plt
+
+    report = _budgeted_report()
+    fig = pareto_figure(report)
+    boxes = _label_boxes(fig)
+    named = []
+    for label in boxes:
+        for part in label.split(", "):
+            base, _, budgets = part.partition("@")
+            named += [f"{base}@{b}" for b in budgets.split("/")] if budgets else [part]
+    assert sorted(named) == sorted([*report["models"], "auto (simulated)"])  # each point named once
+    assert "merge-0.5@8/16/32" in next(label for label in boxes if "merge-0.5@" in label)
+    items = list(boxes.items())
+    for i, (a, box_a) in enumerate(items):
+        for b, box_b in items[i + 1 :]:
+            assert not box_a.overlaps(box_b), f"labels '{a}' and '{b}' overprint"
+    plt.close(fig)

@@ -481,3 +481,134 @@ def test_body_limit_holds_without_content_length(server):
         timeout=30,
     )
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+# ---- reasoning_effort through an effort map ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def effort_server(family, tmp_path_factory):
+    """The family served with an effort map (an effort.json as `l2s calibrate` writes it): minimal ->
+    short, low and medium -> the R1-style model under thinking budgets 2 and 5, high -> long."""
+    from l2s.server.runner import serve_in_thread
+    from l2s.server.settings import ServeSettings
+
+    def level(model, budget, accuracy, tokens):
+        path = str(family[model])
+        ci = [round(accuracy - 0.05, 2), round(min(1.0, accuracy + 0.05), 2)]
+        return {"model": model, "path": path, "thinking_budget": budget, "point": model,
+                "accuracy": accuracy, "accuracy_ci95": ci, "mean_tokens": tokens}  # fmt: skip
+
+    run = tmp_path_factory.mktemp("effort-run")
+    levels = {"minimal": level("short", None, 0.2, 9.0), "low": level("r1", 2, 0.8, 14.0),
+              "medium": level("r1", 5, 0.95, 20.0), "high": level("long", None, 0.99, 60.0)}  # fmt: skip
+    (run / "effort.json").write_text(json.dumps({"levels": levels, "auto": {"threshold": 0.5}}))
+    settings = ServeSettings(
+        long=str(family["long"]),
+        short=str(family["short"]),
+        models={"pico-r1": str(family["r1"])},
+        calibration=str(run),
+        port=0,
+        default_max_tokens=16,
+        max_tokens_cap=256,
+    )
+    with serve_in_thread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def effort_client(effort_server):
+    return openai.OpenAI(base_url=effort_server.base_url, api_key="none", max_retries=0, timeout=60)
+
+
+def test_models_lists_l2s_with_the_effort_map(effort_client):
+    cards = {m.id: m for m in effort_client.models.list().data}
+    assert list(cards) == ["l2s", "l2s-auto", "l2s-long", "l2s-short", "pico-r1"]
+    card = cards["l2s"].model_extra
+    assert card["kind"] == "alias" and card["default_effort"] == "medium"
+    assert card["effort_aliases"] == {"none": "minimal", "xhigh": "high", "max": "high"}
+    assert card["effort"]["low"] == {
+        "model": "pico-r1", "thinking_budget": 2, "accuracy": 0.8, "accuracy_ci95": [0.75, 0.85], "mean_tokens": 14.0
+    }  # fmt: skip
+    assert card["effort"]["high"]["model"] == "l2s-long" and card["effort"]["minimal"]["model"] == "l2s-short"
+
+
+@pytest.mark.parametrize(
+    "kwargs, model, budget, level",
+    [
+        ({"model": "l2s", "reasoning_effort": "low"}, "pico-r1", 2, "low"),
+        ({"model": "l2s-auto", "reasoning_effort": "medium"}, "pico-r1", 5, "medium"),
+        ({"model": "l2s"}, "pico-r1", 5, "medium"),
+        ({"model": "l2s", "reasoning_effort": "none"}, "l2s-short", None, "minimal"),
+        ({"model": "l2s", "reasoning_effort": "xhigh"}, "l2s-long", None, "high"),
+        (
+            {"model": "l2s", "reasoning_effort": "low", "extra_body": {"max_thinking_tokens": 4}},
+            "pico-r1",
+            4,
+            "low",
+        ),
+        ({"model": "l2s", "reasoning_effort": "low", "extra_body": {"mode": "long"}}, "l2s-long", None, None),
+        ({"model": "l2s-short", "reasoning_effort": "high"}, "l2s-short", None, None),
+    ],
+)
+def test_effort_routing_says_which_model_budget_and_level_answered(
+    effort_client, kwargs, model, budget, level
+):
+    r = effort_client.chat.completions.create(messages=MSG, max_tokens=24, temperature=0, **kwargs)
+    routing = _extra(r, "l2s")
+    assert (r.model, routing["model"], routing["thinking_budget"], routing["effort"]) == (
+        model,
+        model,
+        budget,
+        level,
+    )
+    if budget is not None:  # the R1-style template opens <think>: the budget closes it after `budget` tokens
+        assert r.usage.completion_tokens_details.reasoning_tokens == budget
+
+
+def test_effort_routing_streams_its_routing(effort_client):
+    chunks = list(
+        effort_client.chat.completions.create(
+            model="l2s", reasoning_effort="low", messages=MSG, max_tokens=24, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    routing = _extra(chunks[-1], "l2s")
+    assert (routing["model"], routing["effort"], routing["thinking_budget"]) == ("pico-r1", "low", 2)
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 2
+
+
+def test_unknown_effort_lists_the_valid_levels(effort_server):
+    body = {"model": "l2s", "messages": MSG, "reasoning_effort": "extreme"}
+    r = httpx.post(f"{effort_server.base_url}/chat/completions", json=body, timeout=30)
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["param"] == "reasoning_effort"
+    assert all(level in error["message"] for level in ("none", "minimal", "low", "medium", "high", "xhigh"))
+
+
+def test_an_effort_map_naming_unserved_models_stops_the_server_in_one_line(family, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    level = {"model": "dpo", "path": str(tmp_path / "dpo"), "thinking_budget": None}
+    (run / "effort.json").write_text(
+        json.dumps({"levels": dict.fromkeys(("minimal", "low", "medium", "high"), level)})
+    )
+    args = [
+        "--long",
+        str(family["long"]),
+        "--short",
+        str(family["short"]),
+        "--calibration",
+        str(run),
+        "--port",
+        "0",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "l2s.cli", "serve", *args], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "sends reasoning_effort 'minimal' to dpo" in line and "which this server does not serve" in line

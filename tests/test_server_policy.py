@@ -163,3 +163,128 @@ def test_threshold_from_calibration(tmp_path):
         read_threshold(cal)
     with pytest.raises(UserError, match="not found"):
         read_threshold(tmp_path / "missing.json")
+
+
+# ---- reasoning_effort through an effort map (effort.json, `l2s calibrate`) --------------------------
+
+
+@pytest.fixture
+def mapped():
+    from l2s.server.policy import EffortLevel
+
+    efforts = {
+        "minimal": EffortLevel("l2s-short"),
+        "low": EffortLevel("merge-0.5", 8),
+        "medium": EffortLevel("l2s-long", 16),
+        "high": EffortLevel("l2s-long"),
+    }
+    return ModePolicy(models=SERVED, threshold=0.8, default_max_tokens=256, efforts=efforts)
+
+
+@pytest.mark.parametrize(
+    "effort, model, budget, level",
+    [
+        ("none", "l2s-short", None, "minimal"),
+        ("minimal", "l2s-short", None, "minimal"),
+        ("low", "merge-0.5", 8, "low"),
+        ("medium", "l2s-long", 16, "medium"),
+        ("high", "l2s-long", None, "high"),
+        ("xhigh", "l2s-long", None, "high"),
+        ("max", "l2s-long", None, "high"),
+        (None, "l2s-long", 16, "medium"),  # `l2s` without an effort: medium
+    ],
+)
+def test_effort_levels_follow_the_map(mapped, effort, model, budget, level):
+    for alias in ("l2s", "l2s-auto") if effort else ("l2s",):
+        route = mapped.route(model=alias, reasoning_effort=effort)
+        assert (route.model, route.max_thinking_tokens, route.effort) == (model, budget, level)
+        assert route.escalate_to is None
+
+
+def test_explicit_settings_win_over_the_map(mapped):
+    assert mapped.route(model="l2s", reasoning_effort="low", max_thinking_tokens=3).max_thinking_tokens == 3
+    assert mapped.route(model="l2s", reasoning_effort="low", max_thinking_tokens=3).model == "merge-0.5"
+    route = mapped.route(model="l2s", mode="short", reasoning_effort="high")
+    assert (route.model, route.effort, route.max_thinking_tokens) == ("l2s-short", None, None)
+    assert mapped.route(model="merge-0.5", reasoning_effort="high").model == "merge-0.5"
+    assert mapped.route(model="l2s-long", reasoning_effort="minimal").max_thinking_tokens is None
+    assert mapped.route(model="l2s-auto").mode == "auto"  # l2s-auto without an effort stays auto
+    assert mapped.route(reasoning_effort="low").model == "merge-0.5"  # no model named: the default alias
+    # a level's budget that max_tokens cannot reach does not bind
+    assert mapped.route(model="l2s", reasoning_effort="medium", max_tokens=16).max_thinking_tokens is None
+
+
+def test_l2s_alias_and_unknown_levels(mapped, policy):
+    assert mapped.served_names() == ["l2s", "l2s-auto", "l2s-long", "l2s-short", "merge-0.5"]
+    assert "l2s" not in policy.served_names()
+    with pytest.raises(APIError) as e:
+        policy.route(model="l2s")  # no effort map: no `l2s`
+    assert (e.value.status, e.value.code) == (404, "model_not_found")
+    for p in (mapped, policy):
+        with pytest.raises(APIError) as e:
+            p.route(reasoning_effort="extreme")
+        assert e.value.param == "reasoning_effort"
+        assert "valid: none, minimal, low, medium, high, xhigh, max" in e.value.message
+
+
+def _effort_run(root, long, short, extra=None):
+    """A run folder whose effort.json sends minimal to short, low/medium to `extra` (or short) with budgets,
+    high to long; auto's threshold 0.6 beside it."""
+    extra = extra or short
+    level = lambda model, path, budget=None: {  # noqa: E731
+        "model": model, "path": str(path), "thinking_budget": budget, "accuracy": 0.9,
+        "accuracy_ci95": [0.85, 0.95], "mean_tokens": 20.0, "point": model,
+    }  # fmt: skip
+    effort = {
+        "levels": {"minimal": level("short", short), "low": level("dpo", extra, 8),
+                   "medium": level("dpo", extra, 16), "high": level("long", long)},
+        "auto": {"threshold": 0.6},
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "effort.json").write_text(json.dumps(effort))
+    return root
+
+
+def test_settings_read_the_effort_map_of_a_run_folder(tmp_path, pico_ckpt):
+    import shutil
+
+    long, short, dpo = (shutil.copytree(pico_ckpt, tmp_path / name) for name in ("long", "short", "dpo"))
+    run = _effort_run(tmp_path / "run", long, short, dpo)
+    settings = ServeSettings(long=str(long), short=str(short), models={"dpo": str(dpo)}, calibration=str(run))
+    assert settings.effort_file() == run / "effort.json" and settings.threshold() == 0.6
+    routes = settings.effort_routes(settings.served_models())
+    assert {k: (r.model, r.thinking_budget) for k, r in routes.items()} == {
+        "minimal": ("l2s-short", None), "low": ("dpo", 8), "medium": ("dpo", 16), "high": ("l2s-long", None)
+    }  # fmt: skip
+    # a map naming a model the server does not serve: one line, when the models are resolved
+    missing = ServeSettings(long=str(long), short=str(short), calibration=str(run))
+    with pytest.raises(UserError, match=r"sends reasoning_effort 'low' to dpo .* add --models dpo="):
+        missing.served_models()
+    # a calibration.json path keeps working as before: a threshold and no map
+    (run / "calibration.json").write_text(json.dumps({"threshold": 0.3}))
+    plain = ServeSettings(long=str(long), short=str(short), calibration=str(run / "calibration.json"))
+    assert plain.effort_file() is None and plain.threshold() == 0.3
+    assert plain.effort_routes(plain.served_models()) == {}
+    (run / "effort.json").write_text("{}")
+    with pytest.raises(UserError, match="not an l2s effort map"):
+        ServeSettings(long=str(long), short=str(short), calibration=str(run)).served_models()
+    with pytest.raises(ValueError, match="reserved"):
+        ServeSettings(models={"l2s": str(dpo)})
+
+
+def test_the_last_quickstart_runs_effort_map_is_served_with_its_models(tmp_path, pico_ckpt):
+    import shutil
+
+    from l2s.server.settings import LastRun, write_last_run
+
+    family = tmp_path / "family"
+    long, short = (shutil.copytree(pico_ckpt, family / name) for name in ("long", "short"))
+    run = tmp_path / "run"
+    rl, dpo = (shutil.copytree(pico_ckpt, run / "models" / name) for name in ("rl", "dpo"))
+    write_last_run(family, LastRun(run, long, rl, "rl", None))
+    _effort_run(run, long, rl, dpo)
+    settings = ServeSettings(embedded=str(family))
+    served = settings.served_models()
+    assert served == {"l2s-long": long, "l2s-short": rl, "dpo": dpo}  # dpo joins for low and medium
+    assert settings.effort_routes(served)["low"].model == "dpo"
+    assert settings.threshold() is None  # the pointer names no calibration

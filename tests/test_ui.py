@@ -442,3 +442,83 @@ def test_real_server_401_and_429_become_readable_messages(guarded_server):
     client = make_client(url, "right-key")
     ok = list(stream_mode(client, "short", "Compute 2 + 3.", RequestParams(max_tokens=8)))[-1]
     assert ok.error is None and ok.completion_tokens == 8 and ok.model == "l2s-short"
+
+
+# ---- reasoning effort: the `l2s` model's levels as columns -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def effort_ui_server(pico_ckpt, tmp_path_factory):
+    """The real l2s server on a pico checkpoint with an effort map: every level on the one model, low
+    and medium under thinking budgets 2 and 4."""
+    from l2s.server.runner import serve_in_thread
+    from l2s.server.settings import ServeSettings
+
+    def level(budget, accuracy, tokens):
+        return {"model": "long", "path": str(pico_ckpt), "thinking_budget": budget, "accuracy": accuracy,
+                "accuracy_ci95": [accuracy - 0.02, accuracy + 0.01], "mean_tokens": tokens}  # fmt: skip
+
+    run = tmp_path_factory.mktemp("effort-run")
+    levels = {"minimal": level(0, 0.2, 9.0), "low": level(2, 0.8, 14.0), "medium": level(4, 0.95, 20.0),
+              "high": level(None, 0.99, 60.0)}  # fmt: skip
+    (run / "effort.json").write_text(json.dumps({"levels": levels}))
+    settings = ServeSettings(long=str(pico_ckpt), short=str(pico_ckpt), calibration=str(run), port=0)
+    with serve_in_thread(settings) as running:
+        yield running
+
+
+def test_effort_map_and_lanes_through_the_real_server(effort_ui_server):
+    from l2s.ui.client import fetch_effort_map
+
+    client = make_client(effort_ui_server.url, None)
+    efforts = fetch_effort_map(client)
+    assert list(efforts) == ["minimal", "low", "medium", "high"]
+    assert efforts["low"]["thinking_budget"] == 2 and efforts["high"]["mean_tokens"] == 60.0
+    last = list(stream_mode(client, "effort-low", "Compute 2 + 3.", RequestParams(max_tokens=12)))[-1]
+    assert last.error is None and last.done
+    assert (last.model, last.effort, last.thinking_budget) == ("l2s-long", "low", 2)
+    assert "effort **low** · thinking budget 2" in stats_markdown(last)
+    own = RequestParams(max_tokens=12, max_thinking_tokens=3)  # the box's budget replaces the level's
+    assert list(stream_mode(client, "effort-low", "x", own))[-1].thinking_budget == 3
+
+
+def test_effort_map_of_a_server_without_one_or_down_is_empty(guarded_server):
+    from l2s.ui.client import fetch_effort_map
+
+    assert fetch_effort_map(make_client(guarded_server.url, "right-key")) == {}
+    assert fetch_effort_map(make_client(f"http://127.0.0.1:{_free_port()}", None, timeout_s=2)) == {}
+
+
+def test_effort_lanes_are_compared_like_modes():
+    from l2s.ui.view import effort_choice_label, lane_header
+
+    with pytest.raises(ValueError, match="unknown mode 'effort-extreme'"):
+        request_kwargs("effort-extreme", "x", RequestParams())
+    t = add_round({}, {"long": _done("long", 100), "effort-low": _done("effort-low", 30)}, "4")
+    rows = tally_markdown(t).splitlines()
+    assert rows[2].startswith("| long |") and rows[3] == "| effort-low | 1 | 30 | **70** of 100 (70%) | 1/1 |"
+    assert lane_header("effort-high").startswith("### effort: high\nmost accurate measured")
+    assert effort_choice_label("minimal", {"model": "short", "accuracy": 0.142, "mean_tokens": 9.0}) == (
+        "minimal · 14.2% · 9.0 tok · short"
+    )
+
+
+@pytest.mark.slow
+def test_ui_compares_effort_levels_side_by_side(effort_ui_server):
+    """The built Blocks app through Gradio's own client: two effort levels and long in one comparison."""
+    from gradio_client import Client
+
+    from l2s.ui.app import build_ui, launch
+
+    demo = build_ui(effort_ui_server.url)
+    _, local, _ = launch(demo, port=_free_port(), block=False)
+    try:
+        out = Client(local, verbose=False).predict(
+            "Compute 2 + 3.", "5", ["long"], 0.0, 16, "none", False, ["low", "high"], api_name="/compare"
+        )
+    finally:
+        demo.close()
+    text = "\n".join(str(x) for x in out)
+    assert out[0].startswith("Done") and "failed" not in out[0]
+    assert "effort **low** · thinking budget 2" in text and "effort **high**" in text
+    assert "| effort-low | 1 |" in text and "| effort-high | 1 |" in text  # the tally counts them

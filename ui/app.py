@@ -6,20 +6,19 @@ server's token counts, latency, and which model answered. The Report tab shows t
 report.md/pareto.png of a run folder. `--serve` starts the l2s server in-process first (uvicorn in a
 background thread), for a one-command demo.
 
-Layout (Gradio Blocks): Compare tab = prompt, correct answer, model checkboxes, Parameters accordion,
-examples from the served run's task (`example_task`), one column per mode, a running tally; Report tab.
+Layout (Gradio Blocks): Compare tab = prompt, correct answer, model checkboxes, effort-level checkboxes
+(each labelled with what the server's effort map measured for it), Parameters accordion, examples from
+the served run's task (`example_task`), one column per chosen mode and effort level, a running tally;
+Report tab.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,21 @@ from pydantic import Field
 
 from l2s.config import Config, load_config
 from l2s.errors import UserError
-from l2s.ui.client import MODES, ColumnResult, RequestParams, stream_mode
+from l2s.ui.client import (
+    EFFORTS,
+    MODES,
+    ColumnResult,
+    RequestParams,
+    effort_lane,
+    fetch_effort_map,
+    run_modes,
+)
 from l2s.ui.report_view import DEFAULT_RUN_DIR, load_report
 from l2s.ui.view import (
-    MODE_BLURBS,
     add_round,
     answer_markdown,
+    effort_choice_label,
+    lane_header,
     stats_markdown,
     tally_markdown,
     thinking_label,
@@ -46,7 +54,7 @@ CSS = """
 """
 EXAMPLES_N = 8
 BUDGET_CHOICES = ["none", "0", "16", "64", "256"]
-UPDATE_EVERY_S = 0.05  # coalesce streamed chunks into at most ~20 UI updates a second
+LANES = (*MODES, *map(effort_lane, EFFORTS))  # every column the Compare tab can show
 
 
 class UISettings(Config):
@@ -116,53 +124,29 @@ def example_rows(n: int = EXAMPLES_N, task: dict[str, Any] | None = None) -> lis
     return [[p.prompt, p.answer] for p in load_task(opts).problems("test", n)]
 
 
-def run_modes(client, modes, prompt, params, server_url, sequential, cancel: threading.Event):
-    """Stream every selected mode at once (or one after another); yield {mode: ColumnResult} snapshots."""
-    results = {m: ColumnResult(mode=m) for m in modes}
-    events: queue.Queue = queue.Queue()
-
-    def worker(mode: str) -> None:
-        try:
-            for snap in stream_mode(client, mode, prompt, params, server_url):
-                events.put((mode, snap))
-                if cancel.is_set():
-                    break
-        finally:
-            events.put((mode, None))
-
-    with ThreadPoolExecutor(max_workers=1 if sequential else len(modes)) as pool:
-        for m in modes:
-            pool.submit(worker, m)
-        running, last = len(modes), 0.0
-        while running:
-            mode, snap = events.get()
-            while True:  # fold in everything already waiting, then show it once
-                if snap is None:
-                    running -= 1
-                else:
-                    results[mode] = snap
-                try:
-                    mode, snap = events.get_nowait()
-                except queue.Empty:
-                    break
-            if time.monotonic() - last >= UPDATE_EVERY_S or not running:
-                last = time.monotonic()
-                yield dict(results)
-    for m, r in results.items():  # a worker cancelled mid-stream leaves an unfinished column
-        if not r.done:
-            results[m] = replace(r, error="stopped before the answer finished", done=True)
-    yield dict(results)
-
-
 def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFAULT_RUN_DIR):
     """The demo as a `gr.Blocks`; launch it with `launch(demo, host, port)` (which adds the CSS/theme)."""
     import gradio as gr
 
     client = make_client(server_url, api_key)
+    efforts_now = fetch_effort_map(make_client(server_url, api_key, timeout_s=3.0))
+
+    def effort_selector(efforts: dict) -> dict[str, Any]:
+        """The effort checkboxes' choices, labelled with what each level measured; off without a map."""
+        info = (
+            "the l2s model at OpenAI's reasoning_effort, routed by the server's effort map: measured "
+            "accuracy, mean tokens, model @ thinking budget"
+            if efforts
+            else "the server has no effort map (`l2s calibrate RUN`, then `l2s serve --calibration RUN`)"
+        )
+        choices = [(effort_choice_label(lv, efforts.get(lv)), lv) for lv in EFFORTS]
+        return {"choices": choices, "interactive": bool(efforts), "info": info}
+
     with gr.Blocks(title="l2s: long vs short", analytics_enabled=False) as demo:
         gr.Markdown(
-            "# l2s · long2short\nThe same prompt to the **short**, **long** and **auto** models of the l2s "
-            f"server at `{server_url}`: tokens, latency and correctness side by side."
+            "# l2s · long2short\nThe same prompt to the **short**, **long** and **auto** models and the "
+            f"reasoning-effort levels of the l2s server at `{server_url}`: tokens, latency and correctness "
+            "side by side."
         )
         with gr.Tab("Compare"):
             with gr.Row():
@@ -175,6 +159,9 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
                     )
                 with gr.Column(scale=1, min_width=220):
                     modes = gr.CheckboxGroup(list(MODES), value=list(MODES), label="Models", elem_id="modes")
+                    efforts = gr.CheckboxGroup(
+                        value=[], label="Reasoning effort", elem_id="efforts", **effort_selector(efforts_now)
+                    )
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                     stop_btn = gr.Button("Stop", elem_id="stop")
             with gr.Accordion("Parameters", open=False, elem_id="parameters"):
@@ -209,11 +196,13 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
                 examples_per_page=EXAMPLES_N,
             )
             status = gr.Markdown(elem_id="status")
-            columns, outputs = {}, {}
+            columns, outputs, headers = {}, {}, {}
             with gr.Row(equal_height=False):
-                for mode in MODES:
-                    with gr.Column(elem_id=f"col-{mode}", elem_classes="l2s-col") as col:
-                        gr.Markdown(f"### {mode}\n{MODE_BLURBS[mode]}")
+                for mode in LANES:
+                    level = mode.removeprefix("effort-")
+                    visible = mode in MODES
+                    with gr.Column(elem_id=f"col-{mode}", elem_classes="l2s-col", visible=visible) as col:
+                        headers[mode] = gr.Markdown(lane_header(mode, efforts_now.get(level)))
                         with gr.Accordion("Thinking", open=False, elem_id=f"thinking-{mode}") as acc:
                             reasoning = gr.Textbox(
                                 show_label=False,
@@ -251,16 +240,39 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
                 out[stats_md] = stats_markdown(r)
             return out
 
-        def visibility(selected: list[str]) -> dict:
-            return {columns[m]: gr.Column(visible=m in selected) for m in MODES}
+        def chosen_lanes(selected: list[str] | None, levels: list[str] | None) -> list[str]:
+            picked = [*(selected or []), *map(effort_lane, levels or [])]
+            return [m for m in LANES if m in picked]
 
-        def compare(prompt_text, reference_text, selected, temp, max_tok, think_budget, one_at_a_time, tally):
-            selected = [m for m in MODES if m in (selected or [])]
+        def visibility(selected: list[str], levels: list[str] | None = None) -> dict:
+            shown = chosen_lanes(selected, levels)
+            return {columns[m]: gr.Column(visible=m in shown) for m in LANES}
+
+        def refresh_efforts() -> dict:
+            """The effort map as the server has it now (it may have started after the UI)."""
+            found = fetch_effort_map(client)
+            update = {efforts: gr.CheckboxGroup(**effort_selector(found))}
+            return update | {
+                headers[effort_lane(lv)]: lane_header(effort_lane(lv), found.get(lv)) for lv in EFFORTS
+            }
+
+        def compare(
+            prompt_text,
+            reference_text,
+            selected,
+            temp,
+            max_tok,
+            think_budget,
+            one_at_a_time,
+            tally,
+            levels=None,
+        ):
+            selected = chosen_lanes(selected, levels)
             if not (prompt_text or "").strip():
                 yield {status: "⚠ Type a prompt, or pick an example, first."}
                 return
             if not selected:
-                yield {status: "⚠ Tick at least one model (short, long or auto)."}
+                yield {status: "⚠ Tick at least one model (short, long or auto) or effort level."}
                 return
             try:
                 thinking = parse_budget(think_budget)
@@ -302,7 +314,17 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
             return view.markdown, image
 
         compare_io = dict(
-            inputs=[prompt, reference, modes, temperature, max_tokens, budget, sequential, tally_state],
+            inputs=[
+                prompt,
+                reference,
+                modes,
+                temperature,
+                max_tokens,
+                budget,
+                sequential,
+                tally_state,
+                efforts,
+            ],
             outputs=[
                 status,
                 tally_state,
@@ -316,9 +338,12 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
         clicked = compare_btn.click(compare, api_name="compare", **compare_io)
         submitted = prompt.submit(compare, api_visibility="private", **compare_io)
         stop_btn.click(None, cancels=[clicked, submitted])
-        modes.change(visibility, inputs=modes, outputs=list(columns.values()), queue=False)
+        for selector in (modes, efforts):
+            selector.change(visibility, inputs=[modes, efforts], outputs=list(columns.values()), queue=False)
         load_btn.click(show_report, inputs=run_dir_box, outputs=[report_md, pareto])
         demo.load(show_report, inputs=run_dir_box, outputs=[report_md, pareto])
+        effort_headers = [headers[effort_lane(lv)] for lv in EFFORTS]
+        demo.load(refresh_efforts, outputs=[efforts, *effort_headers], queue=False)
     return demo
 
 

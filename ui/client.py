@@ -2,7 +2,10 @@
 
 The server is OpenAI-compatible; what is l2s-specific travels as extension fields: `mode` and
 `max_thinking_tokens` in the request (`extra_body`), `delta.reasoning_content` in streamed chunks, the
-answering model and whether `auto` escalated in the response. `stream_mode` turns one streamed request
+answering model, its thinking budget, the effort level and whether `auto` escalated in the response.
+A column ("lane") is a mode (`short`, `long`, `auto`) or an effort level of the `l2s` model
+(`effort-low`: OpenAI's `reasoning_effort="low"`, which the server's effort map routes); the levels'
+measured accuracy and tokens come from the `l2s` card of `/v1/models` (`fetch_effort_map`). `stream_mode` turns one streamed request
 into successive `ColumnResult` snapshots and never raises for server trouble: `error_message` maps each
 openai exception to one readable line the UI shows instead of a stack trace. Written by hand because
 no library maps OpenAI errors to end-user sentences.
@@ -10,12 +13,37 @@ no library maps OpenAI errors to end-user sentences.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 MODES = ("short", "long", "auto")
+UPDATE_EVERY_S = 0.05  # coalesce streamed chunks into at most ~20 UI updates a second
+EFFORTS = ("minimal", "low", "medium", "high")  # the effort map's levels, cheapest first
+EFFORT_LANE = "effort-"  # lane name prefix: "effort-low" is reasoning_effort="low" on the `l2s` model
+
+
+def effort_lane(level: str) -> str:
+    """The lane (column) name of an effort level.
+
+    >>> effort_lane("low")
+    'effort-low'
+    """
+    return f"{EFFORT_LANE}{level}"
+
+
+def lane_level(lane: str) -> str | None:
+    """The effort level of a lane; None for a mode.
+
+    >>> lane_level("effort-high"), lane_level("auto")
+    ('high', None)
+    """
+    level = lane.removeprefix(EFFORT_LANE)
+    return level if lane.startswith(EFFORT_LANE) and level in EFFORTS else None
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,8 @@ class ColumnResult:
     latency_s: float | None = None
     model: str | None = None  # which served model answered (the server's `l2s.model` extension)
     escalated: bool | None = None  # auto only: whether the long model answered (`l2s.escalated`)
+    effort: str | None = None  # the effort level that chose the model (`l2s.effort`)
+    thinking_budget: int | None = None  # the thinking budget it answered under (`l2s.thinking_budget`)
     attempt_tokens: int | None = None  # auto, escalated: tokens of the discarded short answer
     finish_reason: str | None = None
     error: str | None = None
@@ -58,24 +88,32 @@ class ColumnResult:
 
 
 def request_kwargs(mode: str, prompt: str, params: RequestParams) -> dict[str, Any]:
-    """Arguments of `client.chat.completions.create` for one column.
+    """Arguments of `client.chat.completions.create` for one column (`mode`: a mode or an effort lane).
 
     `mode` and `max_thinking_tokens` are l2s extensions, so they go in `extra_body`; `model` carries
-    the same mode as an alias for servers that only read `model`.
+    the same mode as an alias for servers that only read `model`. An effort lane asks the `l2s` model
+    with OpenAI's own `reasoning_effort`; a thinking budget set here replaces the level's.
 
     >>> kw = request_kwargs("short", "2+2?", RequestParams(max_thinking_tokens=16))
     >>> kw["model"], kw["extra_body"], kw["stream_options"]
     ('l2s-short', {'mode': 'short', 'max_thinking_tokens': 16}, {'include_usage': True})
     >>> "max_thinking_tokens" in request_kwargs("long", "x", RequestParams())["extra_body"]
     False
+    >>> kw = request_kwargs("effort-low", "2+2?", RequestParams())
+    >>> kw["model"], kw["reasoning_effort"], kw["extra_body"]
+    ('l2s', 'low', {})
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-    extra: dict[str, Any] = {"mode": mode}
+    level = lane_level(mode)
+    if mode not in MODES and level is None:
+        lanes = (*MODES, *map(effort_lane, EFFORTS))
+        raise ValueError(f"unknown mode {mode!r}; choose one of {lanes}")
+    extra: dict[str, Any] = {} if level else {"mode": mode}
     if params.max_thinking_tokens is not None:
         extra["max_thinking_tokens"] = int(params.max_thinking_tokens)
+    effort = {"reasoning_effort": level} if level else {}
     return {
-        "model": f"l2s-{mode}",
+        "model": "l2s" if level else f"l2s-{mode}",
+        **effort,
         "messages": [{"role": "user", "content": prompt}],
         "temperature": float(params.temperature),
         "max_tokens": int(params.max_tokens),
@@ -83,6 +121,21 @@ def request_kwargs(mode: str, prompt: str, params: RequestParams) -> dict[str, A
         "stream_options": {"include_usage": True},
         "extra_body": extra,
     }
+
+
+def fetch_effort_map(client: Any) -> dict[str, dict[str, Any]]:
+    """{level: {model, thinking_budget, accuracy, accuracy_ci95, mean_tokens}} from the server's `l2s`
+    model card; {} when the server has no effort map or cannot be asked (the UI then offers none)."""
+    try:
+        cards = client.models.list().data
+    except Exception:  # a server that is down or refuses: no effort levels to offer, never a crash
+        return {}
+    for card in cards:
+        if card.id == "l2s":
+            levels = _extension(card, "effort")
+            if isinstance(levels, dict):
+                return {lv: dict(levels[lv]) for lv in EFFORTS if isinstance(levels.get(lv), dict)}
+    return {}
 
 
 def _server_detail(body: object) -> str:
@@ -192,6 +245,10 @@ def _apply_chunk(result: ColumnResult, chunk: Any) -> ColumnResult:
             changes["escalated"] = bool(routing["escalated"])
         if routing.get("attempt_tokens") is not None:
             changes["attempt_tokens"] = int(routing["attempt_tokens"])
+        if routing.get("effort") is not None:
+            changes["effort"] = str(routing["effort"])
+        if routing.get("thinking_budget") is not None:
+            changes["thinking_budget"] = int(routing["thinking_budget"])
         extra = {k: routing[k] for k in ("confidence", "threshold") if routing.get(k) is not None}
         if extra:
             changes["extra"] = {**result.extra, **extra}
@@ -212,3 +269,42 @@ def _apply_chunk(result: ColumnResult, chunk: Any) -> ColumnResult:
         if details is not None and details.reasoning_tokens is not None:
             changes["reasoning_tokens"] = details.reasoning_tokens
     return replace(result, **changes) if changes else result
+
+
+def run_modes(client, modes, prompt, params, server_url, sequential, cancel: threading.Event):
+    """Stream every selected mode (or effort lane) at once, or one after another; yield
+    {mode: ColumnResult} snapshots, at most one per `UPDATE_EVERY_S` while streaming."""
+    results = {m: ColumnResult(mode=m) for m in modes}
+    events: queue.Queue = queue.Queue()
+
+    def worker(mode: str) -> None:
+        try:
+            for snap in stream_mode(client, mode, prompt, params, server_url):
+                events.put((mode, snap))
+                if cancel.is_set():
+                    break
+        finally:
+            events.put((mode, None))
+
+    with ThreadPoolExecutor(max_workers=1 if sequential else len(modes)) as pool:
+        for m in modes:
+            pool.submit(worker, m)
+        running, last = len(modes), 0.0
+        while running:
+            mode, snap = events.get()
+            while True:  # fold in everything already waiting, then show it once
+                if snap is None:
+                    running -= 1
+                else:
+                    results[mode] = snap
+                try:
+                    mode, snap = events.get_nowait()
+                except queue.Empty:
+                    break
+            if time.monotonic() - last >= UPDATE_EVERY_S or not running:
+                last = time.monotonic()
+                yield dict(results)
+    for m, r in results.items():  # a worker cancelled mid-stream leaves an unfinished column
+        if not r.done:
+            results[m] = replace(r, error="stopped before the answer finished", done=True)
+    yield dict(results)

@@ -10,13 +10,77 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from l2s.ui.client import ColumnResult
+from l2s.ui.client import ColumnResult, lane_level
 
 MODE_BLURBS = {
     "short": "short-CoT model",
     "long": "long-CoT model",
     "auto": "short first; escalates to long when unsure",
 }
+
+EFFORT_BLURBS = {
+    "minimal": "fewest tokens measured",
+    "low": "fewest tokens within 5 points of high",
+    "medium": "fewest tokens within the tolerance of high",
+    "high": "most accurate measured",
+}
+
+
+def _measured(card: dict) -> str:
+    """`96.0% · 14.0 tok` from an effort level's card (`l2s.ui.client.fetch_effort_map`)."""
+    acc, tokens = card.get("accuracy"), card.get("mean_tokens")
+    parts = [
+        f"{100 * acc:.1f}%" if acc is not None else "",
+        f"{tokens:.1f} tok" if tokens is not None else "",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def _served(card: dict) -> str:
+    budget = card.get("thinking_budget")
+    return f"{card.get('model', '?')}" + (f" @{budget}" if budget is not None else "")
+
+
+def effort_choice_label(level: str, card: dict | None) -> str:
+    """The effort selector's label of a level: its measured accuracy and mean tokens, and what serves it.
+
+    >>> effort_choice_label("low", {"model": "rl", "thinking_budget": 8, "accuracy": 0.96, "mean_tokens": 14.0})
+    'low · 96.0% · 14.0 tok · rl @8'
+    >>> effort_choice_label("high", None)
+    'high'
+    """
+    if not card:
+        return level
+    return " · ".join(p for p in (level, _measured(card), _served(card)) if p)
+
+
+def lane_header(lane: str, card: dict | None = None) -> str:
+    """A column's heading: the mode and what it is, or the effort level, what serves it and what it measured.
+
+    >>> print(lane_header("auto"))
+    ### auto
+    short first; escalates to long when unsure
+    >>> card = {"model": "rl", "thinking_budget": 8, "accuracy": 0.96, "accuracy_ci95": [0.94, 0.98],
+    ...         "mean_tokens": 14.0}
+    >>> print(lane_header("effort-low", card))
+    ### effort: low
+    `rl`, thinking budget 8 · measured 96.0% [94.0, 98.0] at 14.0 tokens
+    """
+    level = lane_level(lane)
+    if level is None:
+        return f"### {lane}\n{MODE_BLURBS.get(lane, '')}"
+    if not card:
+        return f"### effort: {level}\n{EFFORT_BLURBS[level]} (the server has no effort map)"
+    budget = card.get("thinking_budget")
+    served = f"`{card.get('model', '?')}`" + (f", thinking budget {budget}" if budget is not None else "")
+    ci = card.get("accuracy_ci95")
+    ci_text = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+    acc, tokens = card.get("accuracy"), card.get("mean_tokens")
+    measured = (
+        f" · measured {100 * acc:.1f}%{ci_text} at {tokens:.1f} tokens" if acc is not None and tokens else ""
+    )
+    return f"### effort: {level}\n{served}{measured}"
+
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-!|~])")
 
@@ -117,6 +181,10 @@ def stats_markdown(result: ColumnResult) -> str:
         tokens = f"**{result.completion_tokens}** completion tokens · **{reasoning}** reasoning"
     lines = [f"{tokens} · {latency}" if latency else tokens]
     route = [f"answered by `{result.model}`"] if result.model else []
+    if result.effort:
+        route.append(f"effort **{result.effort}**")
+    if result.thinking_budget is not None:
+        route.append(f"thinking budget {result.thinking_budget}")
     if result.mode == "auto" and result.escalated is not None:
         route.append(f"escalated to long: **{'yes' if result.escalated else 'no'}**")
         if result.attempt_tokens:
