@@ -266,9 +266,10 @@ def next_commands(served, cache: str | Path) -> str:
     if served.run_dir != Path(QuickstartConfig.model_fields["out"].default).resolve():
         ui += f" --run-dir {served.run_dir}"
     why = (
-        f"the derived model with the fewest tokens within {SERVE_POINTS:g} point of long's accuracy"
+        f"of the derived models shorter than long, the fewest tokens within {SERVE_POINTS:g} point of "
+        "long's accuracy, else the most accurate"
         if served.short_name != "short"
-        else f"no derived model came within {SERVE_POINTS:g} point of long's accuracy"
+        else "no derived model answers in fewer tokens than long"
     )
     effort = served.run_dir / "effort.json"
     levels = ""

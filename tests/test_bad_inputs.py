@@ -69,13 +69,19 @@ CLI_CASES = [
     CliCase("unknown-engine", "engine name not in the registry", ("sample", "--model", "$W/ckpt", "--engine", "tensorrt", "--out", S), "unknown engine 'tensorrt'"),
     CliCase("n-below-1", "n < 1 samples per prompt", ("sample", "--model", "$W/ckpt", "--n", "0", "--out", S), "--n"),
     CliCase("checkpoint-missing", "checkpoint folder does not exist", ("sample", "--model", "$W/nope", "--out", S), "checkpoint not found"),
-    CliCase("not-a-model", "folder without config.json", ("sample", "--model", "$W/not-a-model", "--out", S), "config.json is missing"),
+    CliCase("not-a-model", "folder without config.json", ("sample", "--model", "$W/not-a-model", "--out", S), "has no config.json"),
+    CliCase("gguf-as-checkpoint", "a GGUF file passed as a checkpoint", ("sample", "--model", "$W/model.gguf", "--out", S), "convert it with `l2s convert-gguf"),
     CliCase("no-tokenizer", "checkpoint without tokenizer files", ("sample", "--model", "$W/no-tokenizer", "--out", S), "has no tokenizer"),
     CliCase("no-chat-template", "checkpoint without a chat template", ("sample", "--model", "$W/no-template", "--out", S), "has no chat template"),
     CliCase("corrupted-weights", "model.safetensors cut to half its size", ("sample", "--model", "$W/corrupted", "--out", S), "are corrupted"),
     CliCase("pickled-weights", "only pickled pytorch_model.bin weights", ("sample", "--model", "$W/pickled", "--out", S), "safetensors only"),
     CliCase("jsonl-missing-field", "task line without 'answer'", ("sample", "--model", "$W/ckpt", "--task", "jsonl:$W/missing-field.jsonl", "--out", S), "missing field 'answer'"),
     CliCase("jsonl-not-json", "task line that is not JSON", ("sample", "--model", "$W/ckpt", "--task", "jsonl:$W/not-json.jsonl", "--out", S), "not valid JSON"),
+    CliCase("data-no-prompt-field", "data file without a prompt-like column", ("sample", "--model", "$W/ckpt", "--task", "$W/no-fields.jsonl", "--out", S), "its columns: text, label"),
+    CliCase("data-ambiguous-field", "data file with two prompt-like columns", ("sample", "--model", "$W/ckpt", "--task", "$W/ambiguous.jsonl", "--out", S), "several prompt columns (prompt, question)"),
+    CliCase("data-no-final-answer", "a worked solution without a final answer", ("sample", "--model", "$W/ckpt", "--task", "$W/no-final.jsonl", "--test-fraction", "1", "--out", S), "row 1 of no-final.jsonl"),
+    CliCase("template-no-slot", "a prompt template without {prompt}", ("sample", "--model", "$W/ckpt", "--prompt-template", "Solve it.", "--out", S), "must contain {prompt}"),
+    CliCase("unknown-grader", "grader not flexible/strict", ("sample", "--model", "$W/ckpt", "--grader", "lenient", "--out", S), "invalid choice: 'lenient'"),
     CliCase("sample-out-exists", "--out holds samples of unknown origin", ("sample", "--model", "$W/ckpt", "--out", "$W/existing.jsonl"), "pass --force"),
     CliCase("unknown-method", "derive method not in the registry", ("derive", "--method", "prune", "--out", "$W/out/d"), "unknown method 'prune'"),
     CliCase("foreign-flag", "a flag of another method", ("derive", "--method", "merge", "--beta", "0.1", "--out", "$W/out/d"), "--beta does not apply"),
@@ -85,6 +91,7 @@ CLI_CASES = [
     CliCase("config-missing", "--config file does not exist", ("rl", "--init", "$W/ckpt", "--config", "$W/nope.yaml", "--out", "$W/out/rl"), "config file not found"),
     CliCase("derive-out-exists", "--out exists and --force not given", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/ckpt", "--out", "$W/existing-out"), "pass --force"),
     CliCase("merge-vocab-mismatch", "parents with different tokenizers", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/other-vocab", "--out", "$W/out/d"), "different tokenizers"),
+    CliCase("merge-tokenizer-base", "--tokenizer-source base without --base", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/ckpt", "--tokenizer-source", "base", "--out", "$W/out/d"), "needs --base"),
     CliCase("merge-arch-mismatch", "parents with different architectures", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/other-arch", "--out", "$W/out/d"), "different architectures"),
     CliCase("merge-alpha-range", "alpha outside [0, 1]", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/ckpt", "--alpha", "1.5", "--out", "$W/out/d"), "alpha"),
     CliCase("merge-sweep-range", "a sweep value outside [0, 1]", ("derive", "--method", "merge", "--long", "$W/ckpt", "--short", "$W/ckpt", "--sweep", "0.5,1.5", "--out", "$W/out/d"), "sweep values must be in [0, 1]"),
@@ -183,6 +190,15 @@ def build_world(root: Path, pico_ckpt: Path) -> Path:
     good = json.dumps({"prompt": "Compute 1 + 1.", "answer": "2"})
     (root / "missing-field.jsonl").write_text(good + "\n" + json.dumps({"prompt": "Compute 2 + 2."}) + "\n")
     (root / "not-json.jsonl").write_text(good + "\n{prompt: 'Compute 2 + 2.'}\n")
+    (root / "model.gguf").write_bytes(b"GGUF" + bytes(60))  # a GGUF header's magic, then nothing
+    (root / "no-fields.jsonl").write_text(json.dumps({"text": "1+1?", "label": "2"}) + "\n")
+    (root / "ambiguous.jsonl").write_text(
+        json.dumps({"prompt": "1+1?", "question": "1+1?", "answer": "2"}) + "\n"
+    )
+    worked = "Tom starts with 3 apples.\nHe buys 5 more, so he has 3 + 5 = 8 apples."
+    (root / "no-final.jsonl").write_text(
+        json.dumps({"question": "Tom has 3 apples...", "answer": worked}) + "\n"
+    )
     return root
 
 
