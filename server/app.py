@@ -1,7 +1,7 @@
 """The FastAPI app: `build_app(settings)` wires the lifespan, routers, error handlers and guards.
 
 Shaped like vLLM's `entrypoints/openai/api_server.py`: engines are built once in the lifespan and
-kept in `app.state`; routes are thin (parse, route with `ModePolicy`, hand to `Family`); every error
+kept in `app.state`; routes are thin (parse, route with `ModePolicy`, hand to `Endpoint`); every error
 is an OpenAI-shaped body. Nothing here imports torch: the lifespan does, through the backends, so
 importing the app and answering `--help` stay fast.
 """
@@ -32,7 +32,7 @@ from l2s.server.schemas import (
     ModelList,
 )
 from l2s.server.security import BodySizeLimit, check_api_key
-from l2s.server.serving import Family
+from l2s.server.serving import Endpoint
 from l2s.server.settings import AUTO, EFFORT, LONG, SHORT, ServeSettings
 
 log = logging.getLogger("l2s.server")
@@ -55,8 +55,8 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)], responses=_
 ops = APIRouter()
 
 
-def _family(request: Request) -> Family:
-    return request.app.state.family
+def _endpoint(request: Request) -> Endpoint:
+    return request.app.state.endpoint
 
 
 def _log_unknown(body, endpoint: str) -> None:
@@ -65,11 +65,11 @@ def _log_unknown(body, endpoint: str) -> None:
         log.info("%s: ignoring fields l2s does not use: %s", endpoint, ", ".join(unknown))
 
 
-def _route_and_params(family: Family, body) -> tuple[Route, SamplingParams]:
-    settings = family.settings
+def _route_and_params(endpoint: Endpoint, body) -> tuple[Route, SamplingParams]:
+    settings = endpoint.settings
     if body.n > settings.max_n:
         raise APIError(422, f"n {body.n} is above this server's cap of {settings.max_n}", param="n")
-    route = family.policy.route(
+    route = endpoint.policy.route(
         mode=body.mode,
         model=body.model,
         reasoning_effort=body.reasoning_effort,
@@ -125,41 +125,41 @@ def _streaming(body_and_release) -> StreamingResponse:
 
 @api.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    family = _family(request)
+    endpoint = _endpoint(request)
     _log_unknown(body, "chat.completions")
-    route, params = _route_and_params(family, body)
+    route, params = _route_and_params(endpoint, body)
     messages = body.prompt_messages()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _streaming(family.stream("chat", [messages], route, params, include_usage))
-    return await _until_disconnect(request, family.chat(messages, route, params))
+        return _streaming(endpoint.stream("chat", [messages], route, params, include_usage))
+    return await _until_disconnect(request, endpoint.chat(messages, route, params))
 
 
 @api.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request):
-    family = _family(request)
+    endpoint = _endpoint(request)
     _log_unknown(body, "completions")
     prompts = body.prompts()
-    if len(prompts) > family.settings.max_prompts:
+    if len(prompts) > endpoint.settings.max_prompts:
         raise APIError(
             422,
-            f"{len(prompts)} prompts is above this server's cap of {family.settings.max_prompts}",
+            f"{len(prompts)} prompts is above this server's cap of {endpoint.settings.max_prompts}",
             param="prompt",
         )
-    route, params = _route_and_params(family, body)
+    route, params = _route_and_params(endpoint, body)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         echo = prompts if body.echo else None
-        return _streaming(family.stream("completions", prompts, route, params, include_usage, echo))
-    return await _until_disconnect(request, family.complete(prompts, route, params, body.echo))
+        return _streaming(endpoint.stream("completions", prompts, route, params, include_usage, echo))
+    return await _until_disconnect(request, endpoint.complete(prompts, route, params, body.echo))
 
 
 @api.get("/models")
 async def models(request: Request) -> ModelList:
     from l2s.effort import ALIASES, DEFAULT_LEVEL
 
-    family = _family(request)
-    created = family.created
+    endpoint = _endpoint(request)
+    created = endpoint.created
     modes = {LONG: "long", SHORT: "short", AUTO: "auto"}
     levels = {
         level: EffortCard(
@@ -169,7 +169,7 @@ async def models(request: Request) -> ModelList:
             accuracy_ci95=list(lv.accuracy_ci95) if lv.accuracy_ci95 else None,
             mean_tokens=lv.mean_tokens,
         )
-        for level, lv in family.policy.efforts.items()
+        for level, lv in endpoint.policy.efforts.items()
     }
     effort = {"effort": levels, "default_effort": DEFAULT_LEVEL, "effort_aliases": dict(ALIASES)}
     cards = [
@@ -180,24 +180,24 @@ async def models(request: Request) -> ModelList:
             mode=modes.get(name),
             **(effort if name == EFFORT else {}),
         )
-        for name in family.policy.served_names()
+        for name in endpoint.policy.served_names()
     ]
     return ModelList(data=cards)
 
 
 @ops.get("/health")
 async def health(request: Request) -> JSONResponse:
-    family: Family | None = getattr(request.app.state, "family", None)
-    if family is None:
+    endpoint: Endpoint | None = getattr(request.app.state, "endpoint", None)
+    if endpoint is None:
         return JSONResponse({"status": "starting"}, status_code=503)
     return JSONResponse(
         {
             "status": "ok",
-            "engine": family.settings.engine,
+            "engine": endpoint.settings.engine,
             # Names only: /health is open (no API key), so it must not reveal checkpoint paths on disk.
-            "models": sorted(family.backends),
-            "auto_threshold": family.policy.threshold,
-            "in_flight": family.admission.in_flight,
+            "models": sorted(endpoint.backends),
+            "auto_threshold": endpoint.policy.threshold,
+            "in_flight": endpoint.admission.in_flight,
         }
     )
 
@@ -206,10 +206,10 @@ async def health(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    family: Family = _family(request)
-    for name, backend in family.backends.items():
-        family.metrics.queue_depth.labels(name).set(backend.depth())
-    return Response(family.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    endpoint: Endpoint = _endpoint(request)
+    for name, backend in endpoint.backends.items():
+        endpoint.metrics.queue_depth.labels(name).set(backend.depth())
+    return Response(endpoint.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _lifespan(settings: ServeSettings):
@@ -246,13 +246,13 @@ def _lifespan(settings: ServeSettings):
                     "reasoning_effort: %s",
                     ", ".join(f"{lv} -> {r.point or r.model}" for lv, r in efforts.items()),
                 )
-            app.state.family = Family(backends, policy, metrics, admission, settings)
+            app.state.endpoint = Endpoint(backends, policy, metrics, admission, settings)
             log.info("serving %s", ", ".join(policy.served_names()))
             yield
         finally:
             for backend in backends.values():
                 await backend.close()
-            app.state.family = None
+            app.state.endpoint = None
 
     return lifespan
 
@@ -263,7 +263,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
 
     app = FastAPI(title="l2s", version=__version__, lifespan=_lifespan(settings))
     app.state.settings = settings
-    app.state.family = None
+    app.state.endpoint = None
     app.include_router(api)
     app.include_router(ops)
     install_error_handlers(app)

@@ -1,6 +1,6 @@
 """Serving a routed request: run the chosen model (escalating in auto mode) and shape the answer.
 
-`Family` holds what the lifespan built (a backend per served model), the `ModePolicy`, the metrics
+`Endpoint` holds what the lifespan built (a backend per served model), the `ModePolicy`, the metrics
 and the admission bound; routes call `chat`, `complete` and their streaming twins. Streaming is SSE
 as OpenAI sends it: `data: {chunk}` lines, an optional usage chunk (`stream_options.include_usage`),
 then `data: [DONE]`.
@@ -77,7 +77,7 @@ def _confidence(gens: list[list[Generation]]) -> float:
     return min(confidence(g) for gs in gens for g in gs)
 
 
-class Family:
+class Endpoint:
     """The served models behind one endpoint."""
 
     def __init__(

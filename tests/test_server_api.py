@@ -70,7 +70,7 @@ def client(server):
 
 @pytest.fixture
 def family_state(server):
-    return server.app.state.family
+    return server.app.state.endpoint
 
 
 def _direct(family_state, name: str, prompt, **params):

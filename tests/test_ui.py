@@ -428,7 +428,7 @@ def test_real_server_401_and_429_become_readable_messages(guarded_server):
 
     # Take the server's only admission slot the way a running request does (a request of an untrained
     # model would end at its first random EOS, so it cannot hold the slot reliably).
-    admission = guarded_server.app.state.family.admission
+    admission = guarded_server.app.state.endpoint.admission
     assert admission.try_enter()
     try:
         exc = _raise(url, api_key="right-key")
