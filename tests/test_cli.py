@@ -7,7 +7,19 @@ import pytest
 
 from l2s.cli import build_parser
 
-SUBCOMMANDS = ["init", "sample", "eval", "report", "calibrate", "rl", "derive", "serve", "ui", "quickstart", "convert-gguf"]
+SUBCOMMANDS = [
+    "init",
+    "sample",
+    "eval",
+    "report",
+    "calibrate",
+    "rl",
+    "derive",
+    "serve",
+    "ui",
+    "quickstart",
+    "convert-gguf",
+]
 
 
 def run(*args, timeout=60):

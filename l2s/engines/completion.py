@@ -3,7 +3,7 @@
 Written by hand because no library does this part: transformers and vLLM return token ids, but the
 reasoning/answer split, the reasoning-token count (Kimi k1.5 measures "length" in the model's own
 tokens) and the R1-distill case — a chat template that opens `<think>` in the prompt, so the completion
-starts inside the think block — are l2s's contract (DESIGN.md, "Reasoning format"). Both engines build
+starts inside the think block — are l2s's contract (docs/DESIGN.md, "Reasoning format"). Both engines build
 their `Generation`s here, so "reasoning_tokens" and "text" mean the same thing whichever engine ran.
 """
 
