@@ -1,9 +1,12 @@
 """Faults: `kill -9` in the middle of a long job, then the same command again.
 
 What must hold: no half-written checkpoint is ever visible at --out; the rerun completes; training
-resumes from its last Trainer checkpoint instead of starting over. Each test runs the real CLI in a
-subprocess on pico models and kills it with SIGKILL at a point it waits for (a file appearing), so the
-kill lands mid-job every time.
+resumes from its last complete Trainer checkpoint instead of starting over, and a checkpoint torn by
+the kill is skipped, never loaded. Each test runs the real CLI in a subprocess on pico models and kills
+it with SIGKILL at a point it waits for (a file or a log line appearing), so the kill lands mid-job
+every time; one kills a run that saves after every step at varied delays into its saves, under CPU
+load, again and again (benchmarks/kill_resume.py is its longer version, over SFT, DPO and RL). Every
+way a file of a checkpoint can be cut short is tested on the validator in tests/test_checkpoint.py.
 
 Covered elsewhere, not repeated here:
 - `l2s sample`: tests/test_sampling.py::test_kill_9_then_resume_equals_an_uninterrupted_run (the rerun's
@@ -48,8 +51,10 @@ def l2s_run(args, env: dict | None = None, timeout: float = 180) -> subprocess.C
     )
 
 
-def kill_9_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float = 120) -> None:
-    """SIGKILL `proc` as soon as `ready()`; fail if it ends (or the wait times out) before that."""
+def kill_9_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout: float = 120, delay: float = 0
+) -> None:
+    """SIGKILL `proc` `delay` seconds after `ready()`; fail if it ends (or the wait times out) before that."""
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
@@ -60,6 +65,9 @@ def kill_9_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, ti
             proc.kill()
             pytest.fail(f"the kill point never came:\n{log.read_text()[-3000:]}")
         time.sleep(0.005)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        pytest.fail(f"the job ended (exit {proc.returncode}) before the kill:\n{log.read_text()[-3000:]}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -167,11 +175,11 @@ def _train_yaml(path: Path, samples: Path, **kw) -> Path:
 
 
 def _complete_checkpoints(trainer_dir: Path) -> list[int]:
-    """Steps of the Trainer checkpoints that were fully written (trainer_state.json is written last)."""
+    """Steps of the Trainer checkpoints that were fully written (read-only: nothing is removed)."""
+    from l2s.checkpoint import checkpoint_is_complete
+
     return sorted(
-        int(p.name.split("-")[1])
-        for p in trainer_dir.glob("checkpoint-*")
-        if (p / "trainer_state.json").is_file()
+        int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*") if checkpoint_is_complete(p)[0]
     )
 
 
@@ -207,7 +215,7 @@ def _rerun_elsewhere(killed: dict, dest: Path) -> tuple[list, Path, Path]:
     return args, dest / "out", dest / "out.work" / "trainer"
 
 
-def _resume_and_finish(args, out: Path, resume_step: int, total_steps: int, folders=()) -> dict:
+def _resume_and_finish(args, out: Path, resume_step: int, total_steps: int, folders=()) -> tuple[dict, str]:
     env = {**ENV, "TRANSFORMERS_VERBOSITY": "info"}  # the Trainer logs where it resumed
     with Watch(out, lambda o: (o / "l2s.json").is_file()) as watch:
         r = l2s_run(args, env=env)
@@ -217,7 +225,7 @@ def _resume_and_finish(args, out: Path, resume_step: int, total_steps: int, fold
     assert f"global step {resume_step}\n" in r.stderr, f"did not resume from checkpoint-{resume_step}"
     prov = json.loads((out / "l2s.json").read_text())
     assert prov["metrics"]["train_steps"] == total_steps
-    return prov
+    return prov, r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -233,28 +241,104 @@ def test_kill_9_during_shortest_rs_sft_resumes_from_the_last_checkpoint(killed_s
     args, out, _ = _rerun_elsewhere(killed_sft, tmp_path / "rerun")
     last = killed_sft["steps"][-1]
     assert 4 <= last < 30, killed_sft
-    prov = _resume_and_finish(args, out, last, total_steps=30, folders=killed_sft["folders"])
+    prov, _ = _resume_and_finish(args, out, last, total_steps=30, folders=killed_sft["folders"])
     assert prov["method"] == "shortest-rs"
     validate_checkpoint(out)
     assert not (tmp_path / "rerun" / "out.work" / "trainer").exists()  # cleaned up once finished
 
 
-@pytest.mark.slow
-def test_a_checkpoint_torn_by_the_kill_is_skipped_on_resume(killed_sft, tmp_path):
-    """kill -9 can land while the Trainer writes checkpoint-N (weights first, trainer_state.json last).
+def _cut(file: Path, keep: float) -> None:
+    file.write_bytes(file.read_bytes()[: int(file.stat().st_size * keep)])
 
-    The rerun must resume from the last *complete* checkpoint rather than crash on the torn one, as
-    every later rerun would too. Made here as a kill mid-save leaves it: a newer checkpoint folder
-    with half its weights and no trainer_state.json.
-    """
+
+# How a kill -9 can leave checkpoint-N: mid-save (the Trainer writes weights, optimizer.pt, scheduler.pt,
+# rng_state.pth, then trainer_state.json), or mid-rotation (old checkpoints are deleted file by file).
+TEARS = {
+    "half the weights, no trainer state": lambda c: (_cut(c / "model.safetensors", 0.5), (c / "trainer_state.json").unlink()),
+    "optimizer cut short, trainer state present": lambda c: _cut(c / "optimizer.pt", 0.9),
+    "trainer state empty (killed as it was written)": lambda c: _cut(c / "trainer_state.json", 0),
+    "weights deleted by the rotation": lambda c: (c / "model.safetensors").unlink(),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tear", TEARS)
+def test_a_checkpoint_torn_by_the_kill_is_skipped_on_resume(killed_sft, tmp_path, tear):
+    """The rerun must resume from the last *complete* checkpoint, saying in one line which one it skipped
+    and why, rather than crash on the torn one (as every later rerun would too). The torn checkpoint
+    is made as a kill leaves it: a newer checkpoint-N, whole but for the damage."""
     args, out, trainer = _rerun_elsewhere(killed_sft, tmp_path / "torn")
     last = killed_sft["steps"][-1]
     torn = trainer / f"checkpoint-{last + TRAIN['save_steps']}"
     shutil.copytree(trainer / f"checkpoint-{last}", torn)
-    (torn / "trainer_state.json").unlink()
-    weights = torn / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    _resume_and_finish(args, out, last, total_steps=30)
+    TEARS[tear](torn)
+    _, stderr = _resume_and_finish(args, out, last, total_steps=30)
+    skipped = [line for line in stderr.splitlines() if "skipping torn checkpoint" in line]
+    assert len(skipped) == 1 and str(torn) in skipped[0], skipped
+    assert skipped[0].endswith(f"; resuming from checkpoint-{last}")
+
+
+SAVING = "Saving model checkpoint to"  # the Trainer's log line (at info) as a save begins
+
+
+def _left_by_kill(trainer: Path) -> str:
+    """What a kill left: the newest checkpoint whole, or torn and why (read-only)."""
+    from l2s.checkpoint import checkpoint_is_complete
+
+    folders = sorted(trainer.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not folders:
+        return "no checkpoint"
+    complete, why = checkpoint_is_complete(folders[-1])
+    return f"{folders[-1].name} {'whole' if complete else 'torn: ' + why}"
+
+
+def _kill_during_saves(args: list, trainer: Path, root: Path, delays: list[float]) -> list[str]:
+    """Start `args` and SIGKILL it `delay` seconds after it begins a save, for each delay in turn, each
+    time rerunning the same command; then let the last rerun finish. A busy loop loads the CPU all
+    along. Every rerun must resume from the newest complete checkpoint and get to a save of its own
+    (no crash on resume); the last must exit 0. Returns what each kill left behind."""
+    env = {**ENV, "TRANSFORMERS_VERBOSITY": "info", "PYTHONFAULTHANDLER": "1"}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    left: list[str] = []
+    try:
+        for i, delay in enumerate([*delays, None]):
+            expect = (_complete_checkpoints(trainer) or [None])[-1]
+            log = root / f"run-{i}.log"
+            proc = l2s_popen(args, log, env)
+            if delay is None:
+                assert proc.wait(timeout=300) == 0, f"kills left: {left}\n{log.read_text()[-3000:]}"
+            else:
+                kill_9_when(proc, lambda log=log: SAVING in log.read_text(), log, timeout=180, delay=delay)
+            if expect is not None:
+                assert f"global step {expect}\n" in log.read_text(), (
+                    f"not resumed from checkpoint-{expect}: {left}"
+                )
+            if delay is not None:
+                left.append(_left_by_kill(trainer))
+    finally:
+        busy.kill()
+        busy.wait()
+    return left
+
+
+@pytest.mark.slow
+def test_kill_9_at_varied_points_of_saves_under_load_then_resume(tmp_path, pico_ckpt):
+    """A checkpoint after every step, so much of the run is spent saving: kills at varied delays after
+    a save begins can land in the weights, the optimizer, scheduler and rng state, the trainer state, the
+    rotation that deletes old checkpoints, or between saves. No rerun may crash; the last finishes the
+    whole run. (benchmarks/kill_resume.py does this 50 times over SFT, DPO and RL.)"""
+    from test_methods_shortest_rs import make_records, write_samples
+
+    from l2s.checkpoint import validate_checkpoint
+
+    samples = write_samples(tmp_path / "samples.jsonl", make_records())
+    config = _train_yaml(tmp_path / "srs.yaml", samples, save_steps=1, epochs=10)  # 30 steps, 30 saves
+    out = tmp_path / "out"
+    args = ["derive", "--method", "shortest-rs", "--long", pico_ckpt, "--config", config, "--out", out]
+    left = _kill_during_saves(args, tmp_path / "out.work" / "trainer", tmp_path, [0.0, 0.04, 0.12])
+    assert len(left) == 3
+    validate_checkpoint(out)
+    assert json.loads((out / "l2s.json").read_text())["metrics"]["train_steps"] == 30, left
 
 
 @pytest.mark.slow
@@ -263,5 +347,34 @@ def test_kill_9_during_dpo_resumes_from_the_last_checkpoint(tmp_path, pico_ckpt)
     killed = _killed_training(tmp_path / "dpo", pico_ckpt, "dpo", epochs=2, beta=0.1)
     last = killed["steps"][-1]
     assert 4 <= last < 16, killed
-    prov = _resume_and_finish(killed["args"], killed["out"], last, total_steps=16, folders=killed["folders"])
+    prov, _ = _resume_and_finish(
+        killed["args"], killed["out"], last, total_steps=16, folders=killed["folders"]
+    )
     assert prov["method"] == "dpo" and prov["metrics"]["pairs"] == 15
+
+
+# ---- l2s rl ---------------------------------------------------------------------------------------------
+
+
+def test_rl_resume_skips_a_previous_checkpoint_torn_while_it_was_removed(tmp_path, pico_ckpt, capsys):
+    """`l2s rl` saves through atomic_dir: checkpoint/ is renamed .checkpoint.old-PID, the new one renamed
+    in, the old one deleted. Kills there can leave only old ones, one of them half deleted (and newer by
+    mtime, as deleting touches it): resume takes the whole one and names the other in one line."""
+    from l2s.rl.trainer import _find_checkpoint
+
+    work = tmp_path / ".out.rl-work"
+    whole, torn = work / ".checkpoint.old-111", work / ".checkpoint.old-222"
+    for folder, iteration in ((whole, 4), (torn, 2)):
+        shutil.copytree(pico_ckpt, folder)
+        (folder / "trainer_state.json").write_text(json.dumps({"iteration": iteration}))
+    (torn / "model.safetensors").unlink()
+    os.utime(whole, (time.time() - 60, time.time() - 60))
+    assert _find_checkpoint(work) == whole
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and f"skipping torn checkpoint {torn} (no *.safetensors)" in lines[0], lines
+
+    shutil.copytree(pico_ckpt, work / "checkpoint")
+    (work / "checkpoint" / "trainer_state.json").write_text(json.dumps({"iteration": 6}))
+    assert _find_checkpoint(work) == work / "checkpoint" and capsys.readouterr().err == ""
+    (work / "checkpoint" / "trainer_state.json").write_text("")
+    assert _find_checkpoint(work) == whole

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,7 +222,7 @@ def test_an_unfinished_run_with_other_settings_needs_force(tmp_path, pico_ckpt):
     from l2s.rl.trainer import _resume_state, run_fingerprint
 
     work = tmp_path / ".out.rl-work"
-    (work / "checkpoint").mkdir(parents=True)
+    shutil.copytree(pico_ckpt, work / "checkpoint")
     cfg = RLConfig(init=str(pico_ckpt), out=str(tmp_path / "out"), tau=0.1)
     state = {"iteration": 3, "fingerprint": run_fingerprint(cfg, Path(pico_ckpt))}
     (work / "checkpoint" / "trainer_state.json").write_text(json.dumps(state))

@@ -58,10 +58,11 @@ def training_args(spec: TrainSpec, work_dir: Path, seed: int, **extra: Any) -> d
 
 
 def last_checkpoint(work_dir: Path) -> str | None:
-    """The newest Trainer checkpoint in `work_dir`, to resume from (None on a fresh start)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete Trainer checkpoint in `work_dir`, to resume from (None on a fresh start); one
+    torn by a kill mid-save is skipped (`l2s.checkpoint.last_complete_checkpoint`)."""
+    from l2s.checkpoint import last_complete_checkpoint
 
-    return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    return last_complete_checkpoint(work_dir) if work_dir.is_dir() else None
 
 
 def train_and_save(trainer: Any, tokenizer: Any, work_dir: Path, dest: Path) -> Any:

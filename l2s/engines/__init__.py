@@ -9,6 +9,7 @@ a run records the engine that actually ran. Engines are imported lazily: picking
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +63,10 @@ def resolve_engine(name: str, model_path: str | Path) -> str:
 
     reason = vllm_unsuitable(model_path)
     choice = "hf" if reason else "vllm"
-    print(f"l2s: engine auto -> {choice} ({reason or 'vLLM can run this model here'})", file=sys.stderr)
+    # The samples sidecar and report record the engine that ran; the log says why.
+    logging.getLogger("l2s.engines").info(
+        "engine auto -> %s (%s)", choice, reason or "vLLM can run this model here"
+    )
     return choice
 
 

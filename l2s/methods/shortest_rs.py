@@ -27,12 +27,13 @@ from l2s.checkpoint import (
     atomic_dir,
     atomic_write_text,
     ensure_writable,
+    last_complete_checkpoint,
     validate_checkpoint,
     write_provenance,
 )
 from l2s.errors import UserError
 from l2s.methods.training_text import TrainingText
-from l2s.sampling import GradedTask
+from l2s.sampling import EngineChoice, GradedTask
 
 # Files that make a checkpoint's tokenizer, chat template and generation defaults; copied verbatim
 # from the start model so the trained checkpoint tokenizes and chats exactly as its parent did.
@@ -50,7 +51,7 @@ TOKENIZER_FILES = (
 )
 
 
-class LongSamplesConfig(GradedTask):
+class LongSamplesConfig(GradedTask, EngineChoice):
     """What shortest-rs and DPO share: the task whose train split is sampled and its grader
     (`GradedTask`), where the long model's samples come from, and the run's output."""
 
@@ -63,7 +64,6 @@ class LongSamplesConfig(GradedTask):
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_tokens: int = Field(512, ge=1, description="max completion tokens per sample")
-    engine: str = Field("hf", description="sampling engine: hf | vllm")
     sample_batch_size: int = Field(64, ge=1, description="sequences per engine batch while sampling")
     samples: str | None = Field(None, description="reuse this samples.jsonl (sampled from --long) instead")
     epochs: float = Field(2.0, gt=0, description="passes over the training data")
@@ -126,9 +126,9 @@ def long_samples(cfg: LongSamplesConfig, long: Path, work: Path) -> tuple[list[d
     work.mkdir(parents=True, exist_ok=True)
     path = work / "samples.jsonl"
     sample_cfg = sampling.SampleConfig(
-        **cfg.model_dump(include=set(sampling.GradedTask.model_fields)),
+        **cfg.model_dump(include=set(sampling.GradedTask.model_fields) | set(sampling.EngineChoice.model_fields)),
         model=str(long), split="train", limit=cfg.limit, n=cfg.n,
-        temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, engine=cfg.engine,
+        temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
         batch_size=cfg.sample_batch_size, seed=cfg.seed, out=str(path),
     )  # fmt: skip
     import torch
@@ -179,9 +179,9 @@ def training_args(cfg: LongSamplesConfig, trainer_dir: Path) -> dict[str, Any]:
 
 
 def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
-    """The last Trainer checkpoint of an unfinished run with the same settings (None: start fresh)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The last complete Trainer checkpoint of an unfinished run with the same settings (None: start
+    fresh). One torn by a kill mid-save is skipped and removed, with one line saying so
+    (l2s.checkpoint.last_complete_checkpoint): the Trainer would otherwise map or unpickle it."""
     stamp = trainer_dir / "l2s-settings.json"
     settings = json.loads(json.dumps(settings, default=str))
     if stamp.is_file() and trainer_dir.is_dir():
@@ -192,12 +192,7 @@ def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
                 f"{trainer_dir.parent} holds an unfinished run with other settings ({', '.join(diff)}); "
                 "pass --force to start over"
             )
-        # A kill during a save leaves a torn checkpoint-N; the Trainer writes trainer_state.json last,
-        # so only checkpoints holding it are complete. Torn ones are removed.
-        for ckpt in trainer_dir.glob("checkpoint-*"):
-            if not (ckpt / "trainer_state.json").is_file():
-                shutil.rmtree(ckpt, ignore_errors=True)
-        return get_last_checkpoint(str(trainer_dir))
+        return last_complete_checkpoint(trainer_dir)
     trainer_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps(settings, indent=2) + "\n")
     return None

@@ -17,8 +17,8 @@ needs whole groups plus the iteration number. So this is a compact loop on accel
 placement, DDP / DeepSpeed / FSDP wrapping via `accelerate launch --config_file
 configs/accelerate/*.yaml`) with l2s's own engines for rollouts. With several processes, each one
 rolls out its share of the iteration's prompts and accelerate averages the gradients. The hf engine
-generates with the in-memory policy (DDP, ZeRO-2); with engine=vllm the policy's weights are synced
-by saving them and reloading the vLLM engine every iteration (simple and correct, costs a reload).
+generates with the in-memory policy (DDP, ZeRO-2); with engine=vllm one vLLM engine serves the whole run
+and receives the policy's new weights in memory before each iteration's rollouts (l2s.rl.weight_sync).
 """
 
 from __future__ import annotations
@@ -38,43 +38,27 @@ from typing import Any
 from l2s.checkpoint import (
     atomic_dir,
     atomic_write_text,
+    checkpoint_is_complete,
     ensure_writable,
     validate_checkpoint,
     write_provenance,
 )
-from l2s.config import load_config
 from l2s.errors import UserError
 from l2s.grading import grade
 from l2s.rl.config import RLConfig
-from l2s.tasks import Problem, get_task
+from l2s.tasks import Problem, load_task
 
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = ((STATE_FILE,), ("config.json",), ("*.safetensors",))  # what a resume reads
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
 
 
-def cli(args) -> int:
-    """`l2s rl`: flags override the YAML given by --config, which overrides RLConfig's defaults."""
-    overrides = {
-        "init": args.init,
-        "out": args.out,
-        "task": args.task,
-        "iterations": args.iterations,
-        "tau": args.tau,
-        "k": args.k,
-        "max_tokens": args.max_tokens,
-        "length_penalty_weight": args.length_penalty_weight,
-        "segment_tokens": args.segment_tokens,
-        "time_limit_minutes": args.time_limit_minutes,
-        "threads": args.threads,
-        "engine": args.engine,
-        "seed": args.seed,
-        "force": True if args.force else None,
-    }
-    cfg = load_config(RLConfig, args.config, overrides)
+def run(cfg: RLConfig) -> Path:
+    """`l2s rl`: run the RL loop and print the checkpoint it wrote."""
     out = run_rl(cfg)
     print(out)
-    return 0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,7 +93,7 @@ def _check_inputs(cfg: RLConfig) -> tuple[Path, Path, list[Problem]]:
     if out.resolve() == init.resolve():
         raise UserError(f"--out {out} is the initial checkpoint; choose another folder")
     ensure_writable(out, force=cfg.force)
-    problems = get_task(cfg.task).problems("train", cfg.train_problems)
+    problems = load_task(cfg).problems("train", cfg.train_problems)
     if not problems:
         raise UserError(f"task {cfg.task} has no train problems")
     verifiable_problems(problems, cfg.task)
@@ -142,12 +126,19 @@ def work_dir(out: Path) -> Path:
 
 
 def _find_checkpoint(work: Path) -> Path | None:
-    ckpt = work / "checkpoint"
-    if (ckpt / STATE_FILE).is_file():
-        return ckpt
-    # A kill between atomic_dir's two renames leaves only the previous checkpoint, renamed.
+    """The checkpoint to resume from: checkpoint/, or after a kill between atomic_dir's two renames the
+    previous one, renamed .checkpoint.old-PID. A folder that is not whole (a kill while atomic_dir
+    removed an old one) is skipped with one line saying why, before anything loads or maps it."""
     olds = sorted(work.glob(".checkpoint.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((p for p in olds if (p / STATE_FILE).is_file()), None)
+    for ckpt in [work / "checkpoint", *olds]:
+        if not ckpt.is_dir():
+            continue
+        complete, why = checkpoint_is_complete(ckpt, CHECKPOINT_FILES)
+        if complete:
+            return ckpt
+        if os.environ.get("RANK", "0") == "0":  # every rank decides alike; one reports
+            print(f"l2s rl: skipping torn checkpoint {ckpt} ({why})", file=sys.stderr, flush=True)
+    return None
 
 
 def run_fingerprint(cfg: RLConfig, init: Path) -> dict[str, Any]:
@@ -226,10 +217,11 @@ class _Rollouts:
     def __init__(self, cfg: RLConfig, tokenizer: Any, work: Path):
         self.cfg, self.tokenizer, self.work = cfg, tokenizer, work
         self.engine = None
+        self.sync = None  # engine=vllm: the l2s.rl.weight_sync.PolicySync that keeps the engine current
         self.seed = 0  # set per iteration by `refresh`; each generate call gets its own
 
     def refresh(self, accelerator: Any, model: Any, seed: int) -> None:
-        """Point the engine at the current policy (in memory for hf; saved and reloaded for vllm)."""
+        """Point the engine at the current policy (in memory: hf wraps it, vllm gets its weights loaded)."""
         self.seed = seed
         if self.cfg.engine == "hf":
             from l2s.engines.hf import HFEngine
@@ -239,20 +231,21 @@ class _Rollouts:
                     accelerator.unwrap_model(model), self.tokenizer, batch_size=self.cfg.rollout_batch_size
                 )
             return
-        from l2s.engines import get_engine
+        if self.sync is None:
+            from l2s.rl.weight_sync import PolicySync
 
-        sync = self.work / "policy-for-vllm"
-        state = accelerator.get_state_dict(model)
-        if accelerator.is_main_process:
-            shutil.rmtree(sync, ignore_errors=True)
-            accelerator.unwrap_model(model).save_pretrained(sync, state_dict=state, safe_serialization=True)
-            self.tokenizer.save_pretrained(sync)
-        accelerator.wait_for_everyone()
-        if self.engine is not None:
-            self.engine.close()
-        # Sample from the weights in the precision the policy trains in (vLLM's "auto" may pick bf16).
-        dtype = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}[str(accelerator.mixed_precision)]
-        self.engine = get_engine("vllm", str(sync), dtype=dtype)
+            self.sync = PolicySync(
+                self.work,
+                self.tokenizer,
+                tensor_parallel_size=self.cfg.tensor_parallel_size,
+                engine_options=self.cfg.engine_options,
+            )
+        self.engine = self.sync.refresh(accelerator, model)
+
+    def release(self) -> None:
+        """After the rollouts: the vLLM engine frees its GPU memory while the trainer steps."""
+        if self.sync is not None:
+            self.sync.release()
 
     def generate(self, texts: list[str], max_tokens: int) -> list[list[int]]:
         from l2s.engines.base import SamplingParams
@@ -382,7 +375,13 @@ def run_rl(cfg: RLConfig) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from l2s.engines.completion import ThinkMarkers, decode_completion, eos_token_ids, render_prompt
+    from l2s.engines.completion import (
+        ThinkMarkers,
+        decode_completion,
+        eos_token_ids,
+        opens_think,
+        render_prompt,
+    )
     from l2s.rl.curriculum import PromptSampler
     from l2s.rl.rewards import kimi_reward, length_weight_at
     from l2s.rl.rollouts import PartialRollouts, loss_mask
@@ -394,7 +393,7 @@ def run_rl(cfg: RLConfig) -> Path:
 
     @functools.cache
     def prompt_text(p: Problem) -> str:
-        return render_prompt(tokenizer, [{"role": "user", "content": p.prompt}]).text
+        return render_prompt(tokenizer, p.messages()).text
 
     longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:32]
     _check_lengths(cfg, tokenizer, AutoConfig.from_pretrained(init), [prompt_text(p) for p in longest])
@@ -474,6 +473,7 @@ def run_rl(cfg: RLConfig) -> Path:
             rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration)
         engine.refresh(accelerator, model, _iteration_seed(cfg.seed, iteration, rank))
         groups = rollouts.step(engine.generate, engine.decode, iteration)
+        engine.release()
         t_rollout = time.perf_counter() - t0
         # 2. rewards
         texts = [decode_completion(tokenizer, t.token_ids, markers) for g in groups for t in g.trajectories]
@@ -488,6 +488,8 @@ def run_rl(cfg: RLConfig) -> Path:
                 group_size=cfg.k,
                 length_weight=length_weight,
                 repeat_weight=cfg.repeat_penalty,
+                grader=cfg.grader,
+                think_opened=bool(groups) and opens_think(prompt_text(groups[0].problem)),
             )
             if groups
             else {"reward": [], "correct": [], "length": [], "repeat": []}
@@ -552,7 +554,9 @@ def run_rl(cfg: RLConfig) -> Path:
             if accelerator.is_main_process and metrics:
                 plot_curve(metrics, work / CURVE_FILE)
     bar.close()
-    if engine.engine is not None:
+    if engine.sync is not None:
+        engine.sync.close()
+    elif engine.engine is not None:
         engine.engine.close()
 
     # The result: an ordinary HF folder with l2s.json, metrics.jsonl and the training curve beside it.
