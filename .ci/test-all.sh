@@ -73,7 +73,7 @@ for p in "${parts[@]}"; do
             part "vllm suite" env VLLM_TARGET_DEVICE=cpu "$VVENV/bin/pytest" -q -m vllm -p no:cacheprovider \
                 tests/test_*vllm*.py tests/test_rl_trainer.py
             ;;
-        browser) part "browser" "$VENV/bin/pytest" -q -m browser -p no:cacheprovider tests ;;
+        browser) part "browser" "$VENV/bin/pytest" -q -m browser -p no:cacheprovider tests/test_ui_browser.py ;;
     esac
 done
 

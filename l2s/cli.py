@@ -169,12 +169,13 @@ def _add_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; only the subcommand named in `argv` gets its flags (and imports its Config)."""
+    """The parser. With `argv`, only the subcommand it names gets its flags (and imports its Config)."""
     parser = _Parser(
         prog="l2s", description="long2short: derive, measure and serve token-efficient reasoning models."
     )
     parser.add_argument("--version", action="version", version=f"l2s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # `argv=None` (tests, introspection): every subcommand gets its flags.
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
     for cmd in COMMANDS:
         p = sub.add_parser(
@@ -183,7 +184,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             description=f"example:\n  {cmd.example}\n\n{cmd.help}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if cmd.name == chosen:
+        if argv is None or cmd.name == chosen:
             _add_flags(p, cmd)
     return parser
 

@@ -102,7 +102,8 @@ def test_sampling_core_runs_on_vllm(engines, tmp_path):
     assert all(0.0 <= r["confidence"] <= 1.0 and r["completion_tokens"] <= 8 for r in records)
 
 
-def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_tokenizer, capsys):
+def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_tokenizer, caplog):
+    caplog.set_level("INFO", logger="l2s.engines")
     from l2s.embedded.model import save_random_model
     from l2s.engines import resolve_engine
     from l2s.engines.vllm_args import vllm_device
@@ -113,5 +114,5 @@ def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_toke
     shape = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2)
     odd = save_random_model(tmp_path / "odd", pico_tokenizer, size={**shape, "num_key_value_heads": 2})
     assert resolve_engine("auto", odd) == "hf"  # head size 24: not one vLLM's CPU attention has
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "engine auto -> vllm" in err and "engine auto -> hf (head size 24 is not supported" in err

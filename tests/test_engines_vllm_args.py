@@ -112,24 +112,26 @@ def test_head_size_from_config():
     assert head_size({"hidden_size": 576, "num_attention_heads": 9}) == 64
 
 
-def test_resolve_engine(monkeypatch, capsys, pico_ckpt):
+def test_resolve_engine(monkeypatch, caplog, pico_ckpt):
+    caplog.set_level("INFO", logger="l2s.engines")
     import l2s.engines.vllm_args as va
     from l2s.engines import ENGINES, resolve_engine
 
     assert "auto" in ENGINES
     assert resolve_engine("hf", pico_ckpt) == "hf" and resolve_engine("vllm", pico_ckpt) == "vllm"
-    assert capsys.readouterr().err == ""  # only auto says what it picked
+    assert caplog.text == ""  # only auto says what it picked
     with pytest.raises(UserError, match="unknown engine 'tgi'"):
         resolve_engine("tgi", pico_ckpt)
     monkeypatch.setattr(va, "vllm_unsuitable", lambda path: "head size 24 is not supported")
     assert resolve_engine("auto", pico_ckpt) == "hf"
-    assert "engine auto -> hf (head size 24 is not supported)" in capsys.readouterr().err
+    assert "engine auto -> hf (head size 24 is not supported)" in caplog.text
     monkeypatch.setattr(va, "vllm_unsuitable", lambda path: None)
     assert resolve_engine("auto", pico_ckpt) == "vllm"
-    assert "engine auto -> vllm" in capsys.readouterr().err
+    assert "engine auto -> vllm" in caplog.text
 
 
-def test_auto_without_vllm_is_hf(pico_ckpt, capsys):
+def test_auto_without_vllm_is_hf(pico_ckpt, caplog):
+    caplog.set_level("INFO", logger="l2s.engines")
     import importlib.util
 
     from l2s.engines import get_engine
@@ -140,7 +142,7 @@ def test_auto_without_vllm_is_hf(pico_ckpt, capsys):
     assert vllm_unsuitable(pico_ckpt) == "vLLM is not installed"
     engine = get_engine("auto", str(pico_ckpt), batch_size=4)
     assert type(engine).__name__ == "HFEngine"
-    assert "engine auto -> hf (vLLM is not installed)" in capsys.readouterr().err
+    assert "engine auto -> hf (vLLM is not installed)" in caplog.text
 
 
 def test_hf_engine_refuses_vllm_only_settings(pico_ckpt):

@@ -117,14 +117,30 @@ def test_best_short_model_is_served_by_default_with_its_own_calibration(tmp_path
         ServeSettings(embedded=str(family), calibration=str(tmp_path / "nope.json")).threshold()
 
 
-def test_without_a_derived_model_near_long_the_family_short_is_served(tmp_path, pico_tokenizer):
+def _set_report(run: Path, name: str, **values) -> None:
+    report = json.loads((run / "report.json").read_text())
+    report["models"][name].update(values)
+    (run / "report.json").write_text(json.dumps(report))
+
+
+def test_without_a_shorter_derived_model_the_family_short_is_served(tmp_path, pico_tokenizer):
     from l2s.quickstart import choose_served
 
     run, family = fake_run(tmp_path, pico_tokenizer)
+    _set_report(run, "merge-0.5", accuracy=1.0, mean_tokens=70)  # as accurate as long, but longer
     (run / "samples" / "short.jsonl").write_text((run / "samples" / "rl.jsonl").read_text())
-    served = choose_served(run, family, ["dpo", "merge-0.5"])
+    served = choose_served(run, family, ["merge-0.5"])
     assert served.short_name == "short" and served.short == family / "short"
     assert ServeSettings(embedded=str(family)).served_models()[SHORT] == family / "short"
+
+
+def test_without_one_near_long_the_most_accurate_shorter_is_served(tmp_path, pico_tokenizer):
+    from l2s.quickstart import choose_served
+
+    run, family = fake_run(tmp_path, pico_tokenizer)
+    _set_report(run, "rl", accuracy=0.95)  # 5 points below long: none is within one point
+    served = choose_served(run, family, ["rl", "merge-0.5"])
+    assert (served.short_name, served.short) == ("rl", run / "models" / "rl")
 
 
 def test_a_stale_or_broken_pointer(tmp_path, pico_tokenizer):
