@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from l2s.errors import UserError
-from l2s.methods.shortest_rs import (
+from l2s.methods.sampled_training import (
     LongSamplesConfig,
     finished_only,
     long_samples,
