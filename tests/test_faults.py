@@ -360,7 +360,7 @@ def test_rl_resume_skips_a_previous_checkpoint_torn_while_it_was_removed(tmp_pat
     """`l2s rl` saves through atomic_dir: checkpoint/ is renamed .checkpoint.old-PID, the new one renamed
     in, the old one deleted. Kills there can leave only old ones, one of them half deleted (and newer by
     mtime, as deleting touches it): resume takes the whole one and names the other in one line."""
-    from l2s.rl.trainer import _find_checkpoint
+    from l2s.rl.run_state import _find_checkpoint
 
     work = tmp_path / ".out.rl-work"
     whole, torn = work / ".checkpoint.old-111", work / ".checkpoint.old-222"

@@ -21,11 +21,16 @@ trajectories across policy updates, so this module is ours.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from l2s.tasks import Problem
+
+if TYPE_CHECKING:
+    from l2s.rl.config import RLConfig
 
 # generate(texts, max_tokens) -> one list of token ids per text (EOS included when the row stopped).
 GenerateFn = Callable[[list[str], int], list[list[int]]]
@@ -192,3 +197,62 @@ class PartialRollouts:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer = [Group.from_dict(d) for d in state.get("buffer", [])]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The policy as the generator the rollouts call, through an l2s engine (hf in memory, or vLLM kept in sync).
+
+
+class RolloutEngine:
+    """Turns the policy into the `generate(texts, max_tokens)` that `PartialRollouts` calls."""
+
+    def __init__(self, cfg: RLConfig, tokenizer: Any, work: Path):
+        self.cfg, self.tokenizer, self.work = cfg, tokenizer, work
+        self.engine = None
+        self.sync = None  # engine=vllm: the l2s.rl.weight_sync.PolicySync that keeps the engine current
+        self.seed = 0  # set per iteration by `refresh`; each generate call gets its own
+
+    def refresh(self, accelerator: Any, model: Any, seed: int) -> None:
+        """Point the engine at the current policy (in memory: hf wraps it, vllm gets its weights loaded)."""
+        self.seed = seed
+        if self.cfg.engine == "hf":
+            from l2s.engines.hf import HFEngine
+
+            if self.engine is None:
+                self.engine = HFEngine.from_objects(
+                    accelerator.unwrap_model(model), self.tokenizer, batch_size=self.cfg.rollout_batch_size
+                )
+            return
+        if self.sync is None:
+            from l2s.rl.weight_sync import PolicySync
+
+            self.sync = PolicySync(
+                self.work,
+                self.tokenizer,
+                tensor_parallel_size=self.cfg.tensor_parallel_size,
+                engine_options=self.cfg.engine_options,
+            )
+        self.engine = self.sync.refresh(accelerator, model)
+
+    def release(self) -> None:
+        """After the rollouts: the vLLM engine frees its GPU memory while the trainer steps."""
+        if self.sync is not None:
+            self.sync.release()
+
+    def generate(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        from l2s.engines.base import SamplingParams
+
+        # One seed per call (both engines then give each row its own stream: hf per batch, vLLM per
+        # request as seed + row index), so the k copies of a prompt differ and a resumed run repeats.
+        self.seed += 1_000_003
+        params = SamplingParams(
+            n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=max_tokens, seed=self.seed
+        )
+        return [gens[0].token_ids for gens in self.engine.generate(texts, params)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{iteration}:{rank}".encode()).digest()[:4], "big")

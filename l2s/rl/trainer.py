@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -38,7 +36,6 @@ from typing import Any
 from l2s.checkpoint import (
     atomic_dir,
     atomic_write_text,
-    checkpoint_is_complete,
     ensure_writable,
     validate_checkpoint,
     write_provenance,
@@ -46,12 +43,19 @@ from l2s.checkpoint import (
 from l2s.errors import UserError
 from l2s.grading import grade
 from l2s.rl.config import RLConfig
+from l2s.rl.rollouts import RolloutEngine, iteration_seed
+from l2s.rl.run_state import (
+    CURVE_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    _append_metrics,
+    _read_metrics,
+    _resume_state,
+    plot_curve,
+    run_fingerprint,
+    work_dir,
+)
 from l2s.tasks import Problem, load_task
-
-STATE_FILE = "trainer_state.json"
-CHECKPOINT_FILES = ((STATE_FILE,), ("config.json",), ("*.safetensors",))  # what a resume reads
-METRICS_FILE = "metrics.jsonl"
-CURVE_FILE = "training_curve.png"
 
 
 def run(cfg: RLConfig) -> Path:
@@ -115,155 +119,6 @@ def _check_lengths(cfg: RLConfig, tokenizer: Any, model_config: Any, prompts: li
             f"max_tokens {cfg.max_tokens} plus the longest prompt ({longest} tokens) exceeds the model's "
             f"max length of {context}; lower --max-tokens to at most {context - longest}"
         )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Run state on disk: <out>.rl-work/ beside the output holds checkpoint/, metrics.jsonl and the curve.
-
-
-def work_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.rl-work"
-
-
-def _find_checkpoint(work: Path) -> Path | None:
-    """The checkpoint to resume from: checkpoint/, or after a kill between atomic_dir's two renames the
-    previous one, renamed .checkpoint.old-PID. A folder that is not whole (a kill while atomic_dir
-    removed an old one) is skipped with one line saying why, before anything loads or maps it."""
-    olds = sorted(work.glob(".checkpoint.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for ckpt in [work / "checkpoint", *olds]:
-        if not ckpt.is_dir():
-            continue
-        complete, why = checkpoint_is_complete(ckpt, CHECKPOINT_FILES)
-        if complete:
-            return ckpt
-        if os.environ.get("RANK", "0") == "0":  # every rank decides alike; one reports
-            print(f"l2s rl: skipping torn checkpoint {ckpt} ({why})", file=sys.stderr, flush=True)
-    return None
-
-
-def run_fingerprint(cfg: RLConfig, init: Path) -> dict[str, Any]:
-    """What must match for a run to resume: the settings, and the initial weights (names, sizes, mtimes)."""
-    files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in init.glob("*.safetensors"))
-    return json.loads(json.dumps({"config": cfg.fingerprint(), "init_weights": files}))
-
-
-def _resume_state(cfg: RLConfig, init: Path, work: Path) -> tuple[Path | None, dict[str, Any]]:
-    ckpt = _find_checkpoint(work)
-    if ckpt is None:
-        return None, {}
-    state = json.loads((ckpt / STATE_FILE).read_text())
-    if state.get("fingerprint") != run_fingerprint(cfg, init):
-        if not cfg.force:
-            raise UserError(
-                f"{work} holds an unfinished run with other settings; rerun it unchanged to resume, "
-                "or pass --force to discard it"
-            )
-        return None, {}
-    return ckpt, state
-
-
-def _read_metrics(path: Path, before: int) -> list[dict[str, Any]]:
-    """Metrics lines of iterations < `before` (a line cut by a kill is dropped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                row = json.loads(line)
-                if row.get("iteration", before) < before:
-                    rows.append(row)
-    return rows
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    """Reward, rollout accuracy and mean completion tokens per iteration (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(
-        axes,
-        ("reward", "accuracy", "mean_tokens"),
-        ("mean reward", "rollout accuracy", "mean completion tokens"),
-        strict=True,
-    ):
-        ax.plot(its, [r[key] for r in rows], marker="o", ms=3)
-        ax.set_xlabel("iteration")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rollouts through an l2s engine.
-
-
-class _Rollouts:
-    """Turns the policy into the `generate(texts, max_tokens)` that `PartialRollouts` calls."""
-
-    def __init__(self, cfg: RLConfig, tokenizer: Any, work: Path):
-        self.cfg, self.tokenizer, self.work = cfg, tokenizer, work
-        self.engine = None
-        self.sync = None  # engine=vllm: the l2s.rl.weight_sync.PolicySync that keeps the engine current
-        self.seed = 0  # set per iteration by `refresh`; each generate call gets its own
-
-    def refresh(self, accelerator: Any, model: Any, seed: int) -> None:
-        """Point the engine at the current policy (in memory: hf wraps it, vllm gets its weights loaded)."""
-        self.seed = seed
-        if self.cfg.engine == "hf":
-            from l2s.engines.hf import HFEngine
-
-            if self.engine is None:
-                self.engine = HFEngine.from_objects(
-                    accelerator.unwrap_model(model), self.tokenizer, batch_size=self.cfg.rollout_batch_size
-                )
-            return
-        if self.sync is None:
-            from l2s.rl.weight_sync import PolicySync
-
-            self.sync = PolicySync(
-                self.work,
-                self.tokenizer,
-                tensor_parallel_size=self.cfg.tensor_parallel_size,
-                engine_options=self.cfg.engine_options,
-            )
-        self.engine = self.sync.refresh(accelerator, model)
-
-    def release(self) -> None:
-        """After the rollouts: the vLLM engine frees its GPU memory while the trainer steps."""
-        if self.sync is not None:
-            self.sync.release()
-
-    def generate(self, texts: list[str], max_tokens: int) -> list[list[int]]:
-        from l2s.engines.base import SamplingParams
-
-        # One seed per call (both engines then give each row its own stream: hf per batch, vLLM per
-        # request as seed + row index), so the k copies of a prompt differ and a resumed run repeats.
-        self.seed += 1_000_003
-        params = SamplingParams(
-            n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=max_tokens, seed=self.seed
-        )
-        return [gens[0].token_ids for gens in self.engine.generate(texts, params)]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False)
-
-
-def _iteration_seed(seed: int, iteration: int, rank: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{iteration}:{rank}".encode()).digest()[:4], "big")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,7 +282,7 @@ def run_rl(cfg: RLConfig) -> Path:
     metrics = _read_metrics(work / METRICS_FILE, start)
     if accelerator.is_main_process:
         atomic_write_text(work / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in metrics))
-    engine = _Rollouts(cfg, tokenizer, work)
+    engine = RolloutEngine(cfg, tokenizer, work)
 
     def save(iteration: int) -> None:
         buffers = gather_object([rollouts.state_dict()])
@@ -465,13 +320,13 @@ def run_rl(cfg: RLConfig) -> Path:
                 )
             break
         t0 = time.perf_counter()
-        torch.manual_seed(_iteration_seed(cfg.seed, iteration, rank))
+        torch.manual_seed(iteration_seed(cfg.seed, iteration, rank))
         # 1. prompts and rollouts from π_θi
         batch = sampler.sample(cfg.prompts_per_iteration, iteration)[rank::world]
         for p in batch:
             text = prompt_text(p)
             rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration)
-        engine.refresh(accelerator, model, _iteration_seed(cfg.seed, iteration, rank))
+        engine.refresh(accelerator, model, iteration_seed(cfg.seed, iteration, rank))
         groups = rollouts.step(engine.generate, engine.decode, iteration)
         engine.release()
         t_rollout = time.perf_counter() - t0
