@@ -10,7 +10,7 @@ Prints, side by side from one run:
   over prompts of max/min completion tokens;
 - with --build: the wall time of `l2s init` from scratch, and the load average around it (the machine
   is shared, so the time depends on what else runs).
-Targets (issue 3): accuracy gap >= 15 points, token share <= 30%, variation >= 1.5, build <= 8 min.
+Targets: accuracy gap >= 15 points, token share <= 30%, variation >= 1.5, build <= 8 min.
 """
 
 from __future__ import annotations
