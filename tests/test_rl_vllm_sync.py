@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_rl_trainer import TINY as TRAINER_TINY
 
 from l2s.engines.base import SamplingParams
 
@@ -235,19 +236,7 @@ def test_partial_rollouts_continue_under_the_new_weights(engines, two_models, pi
 # ---------------------------------------------------------------------------------------------------
 # `l2s rl --engine vllm` end to end: in-memory sync every iteration, partial rollouts, kill -9 and resume.
 
-TINY = """\
-train_problems: 40
-prompts_per_iteration: 4
-k: 2
-max_tokens: 16
-segment_tokens: 8
-minibatch_prompts: 2
-learning_rate: 1.0e-3
-save_every: 2
-curriculum_iterations: 2
-engine: vllm
-seed: 3
-"""
+TINY = TRAINER_TINY + "engine: vllm\nseed: 3\n"  # the RL trainer tests' settings, on vLLM
 ENV = {
     **os.environ,
     "OMP_NUM_THREADS": "1",
