@@ -37,6 +37,12 @@ class QuickstartConfig(Config):
     out: str = Field("runs/quickstart", description="run folder: derived models, samples, report")
     cache: str = Field(DEFAULT_CACHE, description="embedded family cache folder")
     preset: str = Field("default", description="embedded preset: default | tiny (seconds, for tests)")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="seed of the family (its data and training) and of every method; a family cache "
+        "holds one seed, so another seed needs its own --cache",
+    )
     n: int = Field(1000, ge=1, description="held-out problems to evaluate")
     # 0.75 and 0.8: on the embedded family a linear merge turns from short-style to long-style answers
     # between alpha 0.72 and 0.80 (0.72: 20% accuracy at 0.26 of long's tokens; 0.76: 82% at 0.87; 0.80:
@@ -116,8 +122,9 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
 
-    with _step("embedded family (l2s init)", times):
-        family = init_family(cfg.cache, preset=cfg.preset)
+    print(f"quickstart: seed {cfg.seed}, preset {cfg.preset}, family cache {cfg.cache}", flush=True)
+    with _step(f"embedded family (l2s init, seed {cfg.seed})", times):
+        family = init_family(cfg.cache, preset=cfg.preset, seed=cfg.seed)
     long, short = family.get("long", family["long-sft"]), family["short"]
     models: dict[str, Path] = {"long": long, "short": short}
     if "long" in family:
@@ -133,7 +140,7 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
             return dest
         mod = get_method(method)
         try:
-            return mod.run(mod.CONFIG(**settings, out=str(dest), force=True))
+            return mod.run(mod.CONFIG(**{"seed": cfg.seed, **settings}, out=str(dest), force=True))
         except UserError as e:
             failed[method] = str(e)
             print(f"{method}: FAILED: {e}", flush=True)
@@ -160,7 +167,7 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
             samples = sample(
                 SampleConfig(model=str(long), task=d.task, split="train", limit=d.limit, n=d.n,
                              temperature=d.temperature, top_p=d.top_p, max_tokens=d.max_tokens,
-                             batch_size=d.sample_batch_size, seed=d.seed,
+                             batch_size=d.sample_batch_size, seed=cfg.seed,
                              out=str(out / "work" / "long-train-samples.jsonl"), force=cfg.force)
             )  # fmt: skip
         shared["samples"] = str(samples)
