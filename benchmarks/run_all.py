@@ -41,7 +41,7 @@ PLAN: dict[str, Plan] = {
     "sampling": Plan(args=("--big",), what="sampling engines: hf batched vs hf one at a time vs vLLM"),
     "partial_rollouts": Plan(what="RL iteration time with and without partial rollouts"),
     "workload": Plan(needs=("short", "long-sft"), what="the embedded workload: short vs long-sft accuracy and tokens"),
-XX
+    "token_efficiency": Plan(args=("--seeds", "3"), needs=("short", "long-sft"), what="the long2short methods vs long (quickstart's report) against Kimi Figure 7's targets, over 3 seeds (the families of seeds 1 and 2 are built when absent)"),
     "effort": Plan(needs=("long",), what="reasoning_effort levels served over HTTP vs their calibration (needs a quickstart run)"),
     "serving": Plan(needs=("short", "long|long-sft"), what="serving throughput, HTTP overhead, latency per mode, auto"),
     "rl_weight_sync": Plan(what="RL with engine=vllm: weights synced in memory vs saved and reloaded, per iteration (runs in .venv-vllm)"),
