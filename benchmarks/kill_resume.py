@@ -119,15 +119,18 @@ def setup(root: Path) -> list[Method]:
 
 
 def trainer_dir(m: Method) -> Path:
-    return m.out.with_name(m.out.name + ".work") / "trainer"
+    return work_folder(m) / "trainer"
 
 
-def rl_work(m: Method) -> Path:
-    return m.out.parent / f".{m.out.name}.rl-work"
+def work_folder(m: Method) -> Path:
+    """OUT.work, where every method keeps an unfinished run (l2s.workdir)."""
+    from l2s.workdir import work_dir
+
+    return work_dir(m.out)
 
 
 def rl_iteration(m: Method) -> int:
-    state = rl_work(m) / "checkpoint" / "trainer_state.json"
+    state = work_folder(m) / "checkpoint" / "trainer_state.json"
     try:
         return json.loads(state.read_text())["iteration"]
     except (OSError, ValueError, KeyError):
@@ -146,7 +149,7 @@ class SaveWatch:
         if self.m.name != "rl":
             self.seen = self.seen[-len(SAVE_LINE) :] + self.log.read()
             return SAVE_LINE in self.seen
-        work = rl_work(self.m)
+        work = work_folder(self.m)
         return (
             any(work.glob(f".checkpoint.tmp-{self.proc.pid}-*"))
             or rl_iteration(self.m) > self.start_iteration
@@ -169,7 +172,7 @@ def landing(m: Method) -> str:
     from l2s.checkpoint import checkpoint_is_complete
 
     if m.name == "rl":
-        work = rl_work(m)
+        work = work_folder(m)
         if any(work.glob(".checkpoint.tmp-*")):
             return "inside a save (its temp dir)"
         if any(work.glob(".checkpoint.old-*")):

@@ -16,7 +16,7 @@ anything maps it. `checkpoint_is_complete` checks a folder from file headers alo
 file is exactly as long as its header says, each torch.save file (optimizer, scheduler, rng state) is a
 zip with its central directory (written last), each JSON file parses. No library offers this check, so
 it is written here, from the formats: safetensors' (8-byte header length, JSON header, data) and
-PyTorch's zip serialization.
+PyTorch's zip serialization. The same header reader gives `tensor_shapes`, which a merge compares.
 """
 
 from __future__ import annotations
@@ -52,11 +52,28 @@ def _has_chat_template(path: Path) -> bool:
     return False
 
 
-def safetensors_problem(file: Path) -> str | None:
-    """Why a safetensors file is not whole (None: it is), read from its header alone; nothing is mapped.
+def _safetensors_header(file: Path) -> tuple[dict[str, Any], int]:
+    """(the JSON header, its length) of a safetensors file: 8 bytes of little-endian header length N,
+    then N bytes of JSON giving each tensor's dtype, shape and byte range in the data that follows.
+    Raises ValueError saying what is cut short or corrupted; nothing is mapped or loaded."""
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if size < 8 or n > size - 8:
+            raise ValueError(f"{file.name} is cut short inside its header ({size} bytes)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError(f"{file.name} has a corrupted header")
+    return header, n
 
-    The format: 8 bytes of little-endian header length N, N bytes of JSON header giving each tensor's
-    byte range in the data that follows; the file ends exactly where the last range ends.
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file is not whole (None: it is), read from its header alone: the file must end
+    exactly where the last tensor's byte range ends.
 
     >>> import tempfile
     >>> head = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
@@ -69,22 +86,36 @@ def safetensors_problem(file: Path) -> str | None:
     >>> _ = f.write_bytes(whole[:30]); safetensors_problem(f)
     'model.safetensors is cut short inside its header (30 bytes)'
     """
-    size = file.stat().st_size
-    if size < 8:
-        return f"{file.name} is cut short inside its header ({size} bytes)"
-    with open(file, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        if n > size - 8:
-            return f"{file.name} is cut short inside its header ({size} bytes)"
-        raw = fh.read(n)
     try:
-        header = json.loads(raw)
+        header, n = _safetensors_header(file)
+    except ValueError as e:
+        return str(e)
+    try:
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return f"{file.name} has a corrupted header"
+    size = file.stat().st_size
     if 8 + n + end != size:
         return f"{file.name} holds {size} of its {8 + n + end} bytes"
     return None
+
+
+def tensor_shapes(folder: str | Path) -> dict[str, list[int]]:
+    """Tensor name -> shape over a checkpoint folder's safetensors files, read from their headers alone
+    (no weights are mapped or loaded). The folder should have passed `validate_checkpoint`.
+
+    >>> import tempfile
+    >>> head = json.dumps({"w": {"dtype": "F32", "shape": [2, 1], "data_offsets": [0, 8]}}).encode()
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "model.safetensors").write_bytes(len(head).to_bytes(8, "little") + head + bytes(8))
+    >>> tensor_shapes(d)
+    {'w': [2, 1]}
+    """
+    shapes: dict[str, list[int]] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        header, _ = _safetensors_header(file)
+        shapes.update({k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+    return shapes
 
 
 def torch_file_problem(file: Path) -> str | None:

@@ -9,7 +9,8 @@ boundaries over the full list of problems, and batch `b` samples under seed `see
 a batch produces therefore does not depend on which batches ran before, so after `kill -9` a rerun
 re-samples only the unfinished batches, drops a truncated last line, skips finished (prompt_id,
 sample_idx) keys — and with the hf engine the file ends up byte-identical to an uninterrupted run's.
-A sidecar `<out>.meta.json` records the settings; resuming with other settings is refused (--force).
+A sidecar `<out>.meta.json` records the settings and the model's weights (l2s.workdir's fingerprint);
+resuming with other settings or other weights is refused (--force starts over).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from l2s.config import Config
 from l2s.engines.base import Engine, Generation, SamplingParams
 from l2s.errors import UserError
 from l2s.tasks import Problem, TaskOptions
+from l2s.workdir import differing, weights_fingerprint
 
 BATCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different runs' batches do not collide for b < stride
 
@@ -217,7 +219,7 @@ def _check_resumable(out: Path, meta: dict[str, Any], force: bool) -> None:
         old = json.loads(mp.read_text())
         if "model_weights" not in old:  # a sidecar from before l2s recorded the weights: trust the path
             old["model_weights"] = meta.get("model_weights")
-        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        diff = differing(old, meta)
         if diff == ["model_weights"]:
             raise UserError(
                 f"{out} was sampled from {meta['model']} before its weights were written again (a retrained "
@@ -229,24 +231,6 @@ def _check_resumable(out: Path, meta: dict[str, Any], force: bool) -> None:
                 f"{out} was sampled with other settings ({', '.join(diff)}), so it is not resumable; "
                 "pass --force to start over or choose another --out"
             )
-
-
-def weights_fingerprint(path: str | Path) -> str | None:
-    """Names, sizes and modification times of a checkpoint folder's weight files, hashed: it changes when
-    the weights are written again (a model retrained into the same folder) without reading gigabytes.
-    None for a path that is not a folder of weights (a scripted engine, say).
-
-    >>> weights_fingerprint("/nonexistent") is None
-    True
-    """
-    folder = Path(path).expanduser()
-    files = (
-        sorted(f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")) if folder.is_dir() else []
-    )
-    if not files:
-        return None
-    stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
 
 
 def sample_meta(

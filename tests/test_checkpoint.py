@@ -299,3 +299,21 @@ def test_an_index_naming_a_missing_shard_is_refused(pico_ckpt, tmp_path):
     )
     with pytest.raises(UserError, match="names model-00002-of-00002.safetensors, which is missing"):
         validate_checkpoint(ck)
+
+
+def test_tensor_shapes_match_what_safetensors_reads_across_shards(pico_ckpt, tmp_path):
+    """The shapes a merge compares come from the headers alone and agree with safetensors' own reader."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from l2s.checkpoint import tensor_shapes
+
+    ck = _copy(pico_ckpt, tmp_path / "ck")
+    tensors = load_file(ck / "model.safetensors")
+    names = sorted(tensors)
+    with safe_open(str(ck / "model.safetensors"), framework="pt") as f:
+        want = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 (not iterable)
+    (ck / "model.safetensors").unlink()
+    save_file({k: tensors[k].contiguous() for k in names[::2]}, ck / "model-00001-of-00002.safetensors")
+    save_file({k: tensors[k].contiguous() for k in names[1::2]}, ck / "model-00002-of-00002.safetensors")
+    assert tensor_shapes(ck) == want and len(want) == len(names) > 1

@@ -362,7 +362,7 @@ def test_rl_resume_skips_a_previous_checkpoint_torn_while_it_was_removed(tmp_pat
     mtime, as deleting touches it): resume takes the whole one and names the other in one line."""
     from l2s.rl.run_state import _find_checkpoint
 
-    work = tmp_path / ".out.rl-work"
+    work = tmp_path / "out.work"
     whole, torn = work / ".checkpoint.old-111", work / ".checkpoint.old-222"
     for folder, iteration in ((whole, 4), (torn, 2)):
         shutil.copytree(pico_ckpt, folder)

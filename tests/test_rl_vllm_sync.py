@@ -286,7 +286,7 @@ def test_rl_on_vllm_syncs_in_memory(rl_setup):
 def test_rl_on_vllm_resumes_after_kill_9(rl_setup, coin_ckpt, tmp_path):
     config, ref_out, _ = rl_setup
     out = tmp_path / "out"
-    state = tmp_path / ".out.rl-work" / "checkpoint" / "trainer_state.json"
+    state = tmp_path / "out.work" / "checkpoint" / "trainer_state.json"
     proc = subprocess.Popen(
         _rl_args(coin_ckpt, out, config, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
     )

@@ -6,7 +6,8 @@
       short/           SFT from base on short traces
       long-sft/        SFT from base on long traces
       long/            the full RL stage (Kimi k1.5, `l2s rl`) on long-sft: the family's long-CoT model
-      .work/           Trainer checkpoints of unfinished stages (a killed run resumes from them)
+      STAGE.work/      an unfinished stage's Trainer or RL checkpoints (l2s.workdir's layout: a killed run
+                       resumes from them; removed once the stage is finished)
 
 Stages run in the order of `STAGES`. Each writes a complete checkpoint (weights, tokenizer with chat
 template, generation config, l2s.json) into a temp dir that is validated and renamed into place
@@ -16,7 +17,6 @@ run reuses finished stages; a stage that is rebuilt makes every later stage stal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
-from l2s import __version__
+from l2s import __version__, workdir
 from l2s.checkpoint import atomic_dir, atomic_write_text, validate_checkpoint, write_provenance
 from l2s.config import Config
 from l2s.embedded import DEFAULT_CACHE
@@ -53,7 +53,7 @@ class StageContext:
         return self.out / stage
 
     def work_dir(self, stage: str) -> Path:
-        return self.out / ".work" / stage
+        return workdir.work_dir(self.path(stage))
 
 
 def _problems(ctx: StageContext, n: int):
@@ -136,7 +136,7 @@ def build_long(ctx: StageContext, dest: Path) -> dict[str, Any]:
     from l2s.rl.config import full_stage
     from l2s.rl.trainer import run_rl
 
-    # RL writes (and resumes) beside a stable folder in .work; the result then moves into `dest`.
+    # RL writes (and resumes) into a stable folder in the stage's work dir; the result then moves into `dest`.
     out = ctx.work_dir("long") / "out"
     cfg = full_stage(
         **ctx.preset.rl, init=str(ctx.path("long-sft")), out=str(out), task="arith", seed=ctx.seed
@@ -222,15 +222,16 @@ def init_family(
     chosen = get_preset(preset, seed)
     out = Path(out).expanduser().resolve()
     manifest = _check_out(out, chosen, force)
-    if force and (out / ".work").exists():
-        shutil.rmtree(out / ".work")
+    ctx = StageContext(out, chosen)
+    if force:
+        for name in STAGES:
+            workdir.discard(ctx.work_dir(name))
     out.mkdir(parents=True, exist_ok=True)
 
     def save_manifest() -> None:
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
     save_manifest()  # from here on the folder is recognisably ours, even if this run is killed
-    ctx = StageContext(out, chosen)
     stale = False
     paths: dict[str, Path] = {}
     for i, (name, build) in enumerate(STAGES.items(), start=1):
@@ -253,10 +254,8 @@ def init_family(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         save_manifest()
-        shutil.rmtree(ctx.work_dir(name), ignore_errors=True)
+        workdir.discard(ctx.work_dir(name))
         print(f"[{i}/{len(STAGES)}] {name}: done in {seconds:.0f}s -> {ctx.path(name)}", flush=True)
-    with contextlib.suppress(OSError):
-        (out / ".work").rmdir()  # only once empty: every stage finished
     return paths
 
 

@@ -8,7 +8,7 @@ responses (1.5 times longer than the chosen positive sample)".
   3. train with TRL's DPOTrainer from the long model, the long model also being the frozen reference.
 
 Everything here is TRL's and the core's; the sampling, resuming and saving glue is shared with
-shortest-rs (l2s.methods.shortest_rs).
+shortest-rs (l2s.methods.sampled_training; the work dir and its settings guard are l2s.workdir's).
 """
 
 from __future__ import annotations

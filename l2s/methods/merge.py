@@ -30,7 +30,13 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
-from l2s.checkpoint import atomic_dir, ensure_writable, validate_checkpoint, write_provenance
+from l2s.checkpoint import (
+    atomic_dir,
+    ensure_writable,
+    tensor_shapes,
+    validate_checkpoint,
+    write_provenance,
+)
 from l2s.config import Config
 from l2s.errors import UserError
 
@@ -108,17 +114,6 @@ def _config(path: Path) -> dict:
     return json.loads((path / "config.json").read_text())
 
 
-def _tensor_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, read from the safetensors headers only (no weights loaded)."""
-    from safetensors import safe_open
-
-    shapes: dict[str, list[int]] = {}
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            shapes.update({k: fh.get_slice(k).get_shape() for k in fh.keys()})  # noqa: SIM118 (not iterable)
-    return shapes
-
-
 def _tokens(path: Path) -> tuple[dict[int, str], set[int]]:
     """Id -> token string (added tokens included), and the ids of the added (special) tokens."""
     if (path / "tokenizer.json").is_file():
@@ -179,7 +174,7 @@ def check_compatible(
             f"{name_a} and {name_b} have different tokenizers ({len(differ)} of {len(ta)} token strings "
             f"differ, not only special tokens: id {i} is {ta.get(i)!r} vs {tb.get(i)!r}); " + UNION_HINT
         )
-    sa, sb = _tensor_shapes(a), _tensor_shapes(b)
+    sa, sb = tensor_shapes(a), tensor_shapes(b)  # from the safetensors headers: nothing is loaded
     if sa.keys() != sb.keys():
         diff = sorted(sa.keys() ^ sb.keys())
         raise UserError(

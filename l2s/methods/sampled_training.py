@@ -2,9 +2,10 @@
 
 Both methods draw n samples per train prompt from the long model through the shared sampling core
 (l2s.sampling), train it with a TRL trainer, and save the result atomically. Written here by hand is
-only the glue: the work dir beside the output (OUT.work: samples.jsonl and Trainer checkpoints, so a
-killed run resumes), the check that a resumed run has the same settings, the Trainer arguments both use,
-and the atomic final save with the parent's tokenizer files.
+only the glue: the work dir beside the output (l2s.workdir's OUT.work: samples.jsonl and trainer/ with
+the Trainer's checkpoints and the settings they belong to, so a killed run resumes and a rerun with other
+settings is refused), the Trainer arguments both use, and the atomic final save with the parent's
+tokenizer files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pydantic import Field
 
 from l2s.checkpoint import (
     atomic_dir,
-    atomic_write_text,
     ensure_writable,
     last_complete_checkpoint,
     validate_checkpoint,
@@ -26,6 +26,7 @@ from l2s.checkpoint import (
 )
 from l2s.errors import UserError
 from l2s.sampling import EngineChoice, GradedTask
+from l2s.workdir import discard, resume_or_start, work_dir
 
 # Files that make a checkpoint's tokenizer, chat template and generation defaults; copied verbatim
 # from the start model so the trained checkpoint tokenizes and chats exactly as its parent did.
@@ -66,25 +67,16 @@ class LongSamplesConfig(GradedTask, EngineChoice):
     save_steps: int = Field(50, ge=1, description="Trainer checkpoint every N steps (a killed run resumes)")
 
 
-def work_dir(out: Path) -> Path:
-    """OUT.work/: samples and Trainer checkpoints of an unfinished run.
-
-    >>> work_dir(Path("runs/srs")).as_posix()
-    'runs/srs.work'
-    """
-    return out.with_name(out.name + ".work")
-
-
 def prepare(cfg: LongSamplesConfig, method: str) -> tuple[Path, Path, Path]:
-    """Check the inputs before any work: (long, out, work dir). `--force` discards old work."""
+    """Check the inputs before any work: (long, out, work dir OUT.work). `--force` discards old work."""
     missing = [f"--{f}" for f in ("long", "out") if getattr(cfg, f) is None]
     if missing:
         raise UserError(f"{method} needs {' and '.join(missing)} (e.g. --long LONG --out OUT)")
     long = validate_checkpoint(cfg.long)
     out = ensure_writable(cfg.out, force=cfg.force)
     work = work_dir(out)
-    if cfg.force and work.exists():
-        shutil.rmtree(work)
+    if cfg.force:
+        discard(work)
     return long, out, work
 
 
@@ -165,21 +157,11 @@ def training_args(cfg: LongSamplesConfig, trainer_dir: Path) -> dict[str, Any]:
 
 def resume_point(trainer_dir: Path, settings: dict[str, Any]) -> str | None:
     """The last complete Trainer checkpoint of an unfinished run with the same settings (None: start
-    fresh). One torn by a kill mid-save is skipped and removed, with one line saying so
-    (l2s.checkpoint.last_complete_checkpoint): the Trainer would otherwise map or unpickle it."""
-    stamp = trainer_dir / "l2s-settings.json"
-    settings = json.loads(json.dumps(settings, default=str))
-    if stamp.is_file() and trainer_dir.is_dir():
-        old = json.loads(stamp.read_text())
-        if old != settings:
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise UserError(
-                f"{trainer_dir.parent} holds an unfinished run with other settings ({', '.join(diff)}); "
-                "pass --force to start over"
-            )
+    fresh); an unfinished run with other settings is refused (l2s.workdir.resume_or_start). One torn by a
+    kill mid-save is skipped and removed, with one line saying so (l2s.checkpoint.last_complete_checkpoint):
+    the Trainer would otherwise map or unpickle it."""
+    if resume_or_start(trainer_dir, settings):
         return last_complete_checkpoint(trainer_dir)
-    trainer_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stamp, json.dumps(settings, indent=2) + "\n")
     return None
 
 
