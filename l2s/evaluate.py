@@ -13,7 +13,9 @@ per-token logprobs so each sample carries its answer confidence), then RUN_DIR g
 With `--thinking-budgets 8,16,32` every model (or each of `--budget-models`) is also sampled with each
 thinking budget B (`</think>` forced after B reasoning tokens) into samples/NAME@B.jsonl, and measured as
 its own point `NAME@B` carrying `thinking_budget: B`; `--budget-n` measures those points on the first
-problems only, to keep a large sweep cheap.
+problems only, to keep a large sweep cheap. A budget-conditioned model (`l2s derive --method budget`) is
+also told B in its prompt at those points ("Think for at most B tokens.", written by the engine as in its
+training), so `budget@B` beside `long@B` compares asking for a budget with only cutting the reasoning.
 
 Accuracy's 95% interval is Wilson's score interval (Wilson 1927; Brown, Cai & DasGupta 2001
 recommend it over the normal approximation for small n or p near 0/1). Token counts are completion

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from l2s.config import Config
 from l2s.engines.base import Engine, Generation, SamplingParams
+from l2s.engines.completion import sent_by
 from l2s.errors import UserError
 from l2s.tasks import Problem, TaskOptions
 from l2s.workdir import differing, weights_fingerprint
@@ -144,18 +145,27 @@ def batches(problems: Sequence[Problem], n: int, batch_size: int) -> list[list[P
 
 
 def to_record(
-    problem: Problem, idx: int, gen: Generation, *, model: str, seed: int, grader: str = "flexible"
+    problem: Problem,
+    idx: int,
+    gen: Generation,
+    *,
+    model: str,
+    seed: int,
+    grader: str = "flexible",
+    prompt: str | None = None,
 ) -> dict[str, Any]:
     """One sample record (docs/DESIGN.md "Sample record"), graded by `l2s.grading`.
 
-    `answer` is None when the grader finds no final answer (an "unparsed" sample)."""
+    `answer` is None when the grader finds no final answer (an "unparsed" sample). `prompt` is the user
+    turn as the engine sent it when that differs from the problem's (a budget-conditioned model's
+    budget instruction, `l2s.budget`), so `record_messages` gives back the messages actually sent."""
     from l2s.grading import extract_answer, is_equivalent
 
     answer = extract_answer(gen.text, grader=grader, think_opened=gen.extra.get("think_opened", False))
     record = {
         "prompt_id": problem.id,
         "sample_idx": idx,
-        "prompt": problem.prompt,
+        "prompt": problem.prompt if prompt is None else prompt,
         **({"system": problem.system} if problem.system else {}),
         "completion": gen.text,
         "completion_tokens": gen.completion_tokens,
@@ -194,11 +204,12 @@ def sample_records(
         batch_params = SamplingParams(**{**vars(params), "seed": run_seed * BATCH_SEED_STRIDE + b})
         messages = [p.messages() for p in group]
         gens = engine.generate(messages, batch_params)
+        sent = [sent_by(engine, m, batch_params)[-1]["content"] for m in messages]  # the user turns as sent
         yield (
             b,
             [
-                to_record(p, i, g, model=model or engine.name, seed=run_seed, grader=grader)
-                for p, row in zip(group, gens, strict=True)
+                to_record(p, i, g, model=model or engine.name, seed=run_seed, grader=grader, prompt=s)
+                for p, s, row in zip(group, sent, gens, strict=True)
                 for i, g in enumerate(row)
                 if (p.id, i) not in done
             ],

@@ -41,7 +41,7 @@ log = logging.getLogger("l2s.server")
 _ERRORS = {
     status: {"model": ErrorResponse, "description": what}
     for status, what in {
-        400: "malformed JSON, or prompt + max_tokens beyond the model's context",
+        400: "malformed JSON, an unknown reasoning_effort, or prompt + max_tokens beyond the model's context",
         401: "missing or wrong API key",
         404: "unknown model",
         413: "request body over the server's limit",

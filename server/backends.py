@@ -5,7 +5,8 @@
 - `VLLMBackend`: vLLM's `AsyncLLM` (the v1 async engine), whose scheduler does continuous batching;
   each prompt is one vLLM request, streamed as it decodes and aborted by vLLM when its task is cancelled.
 Both return `Generation`s built by `l2s.engines.completion`, so text, reasoning split and token counts
-mean the same thing whichever engine answered. torch and vLLM are imported only when a backend is built.
+mean the same thing whichever engine answered. Both send a budget-conditioned model (`l2s derive --method
+budget`) its thinking budget in the prompt as well (`prompt_as_sent`), and count that prompt's tokens. torch and vLLM are imported only when a backend is built.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from l2s.engines.base import Generation, Prompt, SamplingParams
-from l2s.engines.completion import ThinkMarkers, eos_token_ids, make_generation, render_prompt
+from l2s.engines.completion import (
+    RenderedPrompt,
+    ThinkMarkers,
+    eos_token_ids,
+    make_generation,
+    prompt_as_sent,
+    render_prompt,
+)
 from l2s.server.batching import Batcher, TokenSink
 
 
@@ -29,6 +37,7 @@ class Backend(Protocol):
     markers: ThinkMarkers
     eos_ids: set[int]
     context_length: int  # prompt + completion tokens the model can attend to
+    budget_form: str | None  # the budget instruction's form for a budget-conditioned model, else None
 
     async def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, on_token: TokenSink | None = None
@@ -36,8 +45,9 @@ class Backend(Protocol):
 
     def depth(self) -> int: ...
 
-    def prompt_info(self, prompt: Prompt) -> tuple[int, bool]:
-        """(prompt tokens, whether the rendered prompt opens a think block)."""
+    def prompt_info(self, prompt: Prompt, max_thinking_tokens: int | None = None) -> tuple[int, bool]:
+        """(prompt tokens, whether the rendered prompt opens a think block) of the prompt as sent under
+        that thinking budget."""
         ...
 
     async def close(self) -> None: ...
@@ -45,9 +55,14 @@ class Backend(Protocol):
 
 class _Rendering:
     tokenizer: Any
+    budget_form: str | None
 
-    def prompt_info(self, prompt: Prompt) -> tuple[int, bool]:
-        rendered = render_prompt(self.tokenizer, prompt)
+    def render(self, prompt: Prompt, max_thinking_tokens: int | None) -> RenderedPrompt:
+        """The prompt as the engine sends it: with a budget-conditioned model's budget instruction."""
+        return render_prompt(self.tokenizer, prompt_as_sent(prompt, max_thinking_tokens, self.budget_form))
+
+    def prompt_info(self, prompt: Prompt, max_thinking_tokens: int | None = None) -> tuple[int, bool]:
+        rendered = self.render(prompt, max_thinking_tokens)
         return len(rendered.ids), rendered.think_opened
 
 
@@ -64,6 +79,7 @@ class HFBackend(_Rendering):
             self.engine.markers,
             self.engine.eos_ids,
         )
+        self.budget_form = self.engine.budget_form  # the engine writes the instruction itself
         self.context_length = int(getattr(self.engine.model.config, "max_position_embeddings", 2**31))
         self.batcher = Batcher(self.engine, max_batch=max_batch, wait_s=wait_s, on_depth=on_depth)
         self.batcher.start()
@@ -96,6 +112,7 @@ class VLLMBackend(_Rendering):
     ) -> None:
         from transformers import AutoTokenizer
 
+        from l2s.budget import budget_form
         from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
 
         vllm_environment(in_process=False)  # AsyncLLM runs its engine core in its own process
@@ -106,6 +123,7 @@ class VLLMBackend(_Rendering):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.markers = ThinkMarkers.of(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer)
+        self.budget_form = budget_form(path)
         check_engine_options(engine_options)
         args = engine_args(
             path,
@@ -130,7 +148,7 @@ class VLLMBackend(_Rendering):
     async def _one(self, index: int, prompt: Prompt, params: SamplingParams, on_token) -> list[Generation]:
         from l2s.engines.vllm_args import vllm_sampling_params
 
-        rendered = render_prompt(self.tokenizer, prompt)
+        rendered = self.render(prompt, params.max_thinking_tokens)
         # vLLM refuses n > 1 with greedy decoding; greedy samples are all the same, so make one.
         n = 1 if params.greedy else params.n
         vparams = vllm_sampling_params(

@@ -97,9 +97,11 @@ class ModePolicy:
     ('long', 'l2s-long', 32, 'high')
     >>> p.route(model="l2s-auto").mode, p.route(model="l2s-short", reasoning_effort="high").model
     ('auto', 'l2s-short')
-    >>> p.route(model="l2s", reasoning_effort="extreme")
-    Traceback (most recent call last):
-    l2s.server.errors.APIError: unknown reasoning_effort 'extreme'; valid: none, minimal, low, medium, high, xhigh, max
+    >>> try:
+    ...     p.route(model="l2s", reasoning_effort="extreme")
+    ... except APIError as e:
+    ...     (e.status, e.param, e.code), e.message
+    ((400, 'reasoning_effort', 'unsupported_value'), "unknown reasoning_effort 'extreme'; valid: none, minimal, low, medium, high, xhigh, max")
     """
 
     models: set[str]
@@ -139,7 +141,8 @@ class ModePolicy:
             try:
                 level = canonical_level(reasoning_effort)
             except ValueError as e:
-                raise APIError(422, str(e), param="reasoning_effort") from None
+                # OpenAI's answer to a value a parameter does not take: 400, code unsupported_value.
+                raise APIError(400, str(e), param="reasoning_effort", code="unsupported_value") from None
         model_mode = MODEL_TO_MODE.get(name)
         explicit_model = model is not None and name not in self.aliases()
         if mode is not None and explicit_model and model_mode != mode:

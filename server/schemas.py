@@ -15,7 +15,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Mode = Literal["short", "long", "auto"]
-ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 class _Request(BaseModel):
@@ -73,7 +72,10 @@ class _Sampling(_Request):
     # l2s extension (not in the OpenAI spec): which model family member answers; see ModePolicy.
     mode: Mode | None = None
     # OpenAI reasoning models' effort knob; l2s maps it to a model and budget, or a mode (see ModePolicy).
-    reasoning_effort: ReasoningEffort | None = None
+    # Any string parses: ModePolicy answers an unknown level with OpenAI's 400 listing the valid ones.
+    reasoning_effort: str | None = Field(
+        None, description="none, minimal, low, medium, high, xhigh or max; another value gets a 400"
+    )
     # l2s extension (not in the OpenAI spec): thinking budget; "</think>" is forced after N reasoning tokens.
     max_thinking_tokens: int | None = Field(None, ge=0)
 

@@ -105,9 +105,10 @@ class Endpoint:
         on_token: TokenSink | None = None,
     ) -> Answer:
         first = self.backends[route.model]
-        infos = [first.prompt_info(p) for p in prompts]
+        budget = params.max_thinking_tokens  # a budget-conditioned model also reads it from its prompt
+        infos = [first.prompt_info(p, budget) for p in prompts]
         for backend in {first, self.backends[route.escalate_to or route.model]}:  # before any compute
-            _check_context(backend, [backend.prompt_info(p)[0] for p in prompts], params.max_tokens)
+            _check_context(backend, [backend.prompt_info(p, budget)[0] for p in prompts], params.max_tokens)
         prompt_tokens, opened = sum(n for n, _ in infos), [o for _, o in infos]
         mode_label = route.mode or "model"
         if route.mode != "auto":
@@ -137,7 +138,7 @@ class Endpoint:
                     g.logprobs = None
             return Answer(gens, routing, first, False, prompt_tokens, opened)
         second = self.backends[route.escalate_to]
-        infos = [second.prompt_info(p) for p in prompts]
+        infos = [second.prompt_info(p, budget) for p in prompts]
         prompt_tokens, opened = sum(n for n, _ in infos), [o for _, o in infos]
         attempt = sum(g.completion_tokens for gs in gens for g in gs)
         gens = await second.generate(prompts, params, on_token)
@@ -297,7 +298,7 @@ class Endpoint:
             return chunk([CompletionChoice(index=i, text=c, finish_reason=finish)], routing=routing)
 
         try:
-            opened = [streaming.prompt_info(p)[1] for p in prompts]
+            opened = [streaming.prompt_info(p, params.max_thinking_tokens)[1] for p in prompts]
             for p in range(len(prompts)):
                 for k in range(params.n):
                     if chat:

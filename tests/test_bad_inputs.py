@@ -121,7 +121,7 @@ API_CASES = [
     ApiCase("unknown-model", "model not served", "/v1/chat/completions", _chat(model="gpt-4o"), 404, "model", "model_not_found"),
     ApiCase("mode-conflict", "mode disagrees with model", "/v1/chat/completions", _chat(model="l2s-long", mode="short"), 422, "mode"),
     ApiCase("auto-uncalibrated", "mode auto on a server without a threshold", "/v1/chat/completions", {"messages": MSG, "mode": "auto"}, 422, "mode", "auto_not_calibrated"),
-    ApiCase("unknown-effort", "reasoning_effort 'extreme'", "/v1/chat/completions", {"messages": MSG, "reasoning_effort": "extreme"}, 422, "reasoning_effort"),
+    ApiCase("unknown-effort", "reasoning_effort 'extreme'", "/v1/chat/completions", {"messages": MSG, "reasoning_effort": "extreme"}, 400, "reasoning_effort", "unsupported_value"),
     ApiCase("negative-max-tokens", "max_tokens = -1", "/v1/chat/completions", _chat(max_tokens=-1), 422, "max_tokens"),
     ApiCase("huge-max-tokens", "max_tokens above the server's cap", "/v1/chat/completions", _chat(max_tokens=10**9), 422, "max_tokens", "max_tokens_too_large"),
     ApiCase("negative-budget", "max_thinking_tokens = -5", "/v1/chat/completions", _chat(max_thinking_tokens=-5), 422, "max_thinking_tokens"),

@@ -1,4 +1,5 @@
-"""The hf engine on a random pico Llama: shapes, seeding, batching, logprobs, streaming, stops, budgets."""
+"""The hf engine on a random pico Llama: shapes, seeding, batching, logprobs, streaming, stops, budgets
+(the forced `</think>`, and the instruction a budget-conditioned model reads from its prompt)."""
 
 from __future__ import annotations
 
@@ -179,6 +180,44 @@ def test_from_objects_keeps_train_mode(pico_ckpt):
     out = eng.generate([MSG], SamplingParams(n=2, max_tokens=5, seed=0))
     assert len(out[0]) == 2 and model.training
     assert eng.name == "policy"
+
+
+@pytest.fixture(scope="module")
+def budget_ckpt(pico_ckpt, tmp_path_factory):
+    """The pico checkpoint recorded as budget-conditioned (what `l2s derive --method budget` writes)."""
+    import json
+
+    out = tmp_path_factory.mktemp("budget") / "model"
+    shutil.copytree(pico_ckpt, out)
+    (out / "l2s.json").write_text(json.dumps({"method": "budget", "config": {"budget_form": "max"}}))
+    return out
+
+
+def test_budget_model_states_the_budget_in_its_prompt(engine, budget_ckpt):
+    from l2s.budget import with_budget
+    from l2s.engines.hf import HFEngine
+
+    eng = HFEngine(budget_ckpt)
+    assert (eng.budget_form, engine.budget_form) == ("max", None)
+    budget, free = SamplingParams(max_thinking_tokens=5), SamplingParams()
+    sent = eng.render(MSG, budget)
+    assert "Think for at most 5 tokens." in sent.text
+    assert sent.ids == engine.render(with_budget(MSG, 5), free).ids
+    assert eng.render(MSG, free).ids == engine.render(MSG, free).ids  # no budget: prompt as given
+    assert engine.render(MSG, budget).ids == engine.render(MSG, free).ids  # not a budget model: unchanged
+    raw = "raw text prompt: 4"
+    assert eng.render(raw, budget).text == raw  # raw text is the model's input already
+    # generate sends exactly that prompt: same logprobs as the plain model given the sentence by hand.
+    p = SamplingParams(temperature=0, max_tokens=6, max_thinking_tokens=5, logprobs=True)
+    got = eng.generate([MSG], p)[0][0]
+    by_hand = engine.generate([with_budget(MSG, 5)], p)[0][0]
+    without = engine.generate([MSG], p)[0][0]
+    assert got.token_ids == by_hand.token_ids
+    assert got.logprobs == pytest.approx(by_hand.logprobs, abs=1e-5)
+    assert got.logprobs != pytest.approx(without.logprobs, abs=1e-5)
+    assert HFEngine.from_objects(eng.model, eng.tokenizer).budget_form is None  # no l2s.json to read
+    told = HFEngine.from_objects(eng.model, eng.tokenizer, budget_form="max")
+    assert told.render(MSG, budget).ids == sent.ids
 
 
 def test_bad_checkpoint_is_a_user_error(tmp_path):

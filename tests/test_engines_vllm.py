@@ -102,6 +102,33 @@ def test_sampling_core_runs_on_vllm(engines, tmp_path):
     assert all(0.0 <= r["confidence"] <= 1.0 and r["completion_tokens"] <= 8 for r in records)
 
 
+def test_budget_model_states_the_budget_in_its_prompt(r1_ckpt, engines, tmp_path):
+    """A budget-conditioned checkpoint (l2s.json: method budget) gets "Think for at most N tokens." on its
+    user turn whenever a budget is set: vLLM then decodes exactly what the hf engine does on the same
+    messages with the sentence written by hand."""
+    import json
+
+    from l2s.budget import with_budget
+    from l2s.engines import get_engine
+
+    _, hf = engines
+    ckpt = tmp_path / "budget"
+    shutil.copytree(r1_ckpt, ckpt)
+    (ckpt / "l2s.json").write_text(json.dumps({"method": "budget", "config": {"budget_form": "max"}}))
+    vllm = get_engine("vllm", str(ckpt), dtype="float32", max_model_len=256)
+    try:
+        budget = SamplingParams(n=1, temperature=0, max_tokens=20, logprobs=True, max_thinking_tokens=3)
+        assert "Think for at most 3 tokens." in vllm.render(MSG, budget).text
+        v = vllm.generate([MSG], budget)[0][0]
+        h = hf.generate([with_budget(MSG, 3)], budget)[0][0]
+        assert v.token_ids == h.token_ids and v.reasoning_tokens == h.reasoning_tokens <= 3
+        assert v.logprobs == pytest.approx(h.logprobs, abs=1e-3)
+        free = SamplingParams(n=1, temperature=0, max_tokens=20)
+        assert vllm.render(MSG, free).ids == hf.render(MSG, free).ids  # no budget: the prompt as given
+    finally:
+        vllm.close()
+
+
 def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_tokenizer, caplog):
     caplog.set_level("INFO", logger="l2s.engines")
     from l2s.embedded.model import save_random_model

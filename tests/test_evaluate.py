@@ -253,3 +253,42 @@ def test_bad_thinking_budgets_are_one_line(capsys):
     assert main(["eval", "--models", "long=/x", "--out", "r", "--thinking-budgets", "8,0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad value for --thinking-budgets" in err
+
+
+@pytest.mark.slow
+def test_a_budget_models_points_state_their_budget_in_the_prompt(pico_ckpt, tmp_path):
+    """A model derived with `--method budget` gets "Think for at most B tokens." at its point NAME@B, from
+    the engine: its samples are what the same weights answer when the sentence is written in by hand.
+    Its unconstrained point, and other models' budget points, get the prompt as it is."""
+    from l2s.budget import with_budget
+    from l2s.engines.base import SamplingParams
+    from l2s.engines.hf import HFEngine
+    from l2s.tasks import load_task
+
+    budget = tmp_path / "models" / "budget"
+    shutil.copytree(pico_ckpt, budget)
+    write_provenance(budget, method="budget", config={"budget_form": "max"})
+    cfg = EvalConfig(
+        models=f"long={pico_ckpt},budget={budget}", n=3, engine="hf", max_tokens=10, thinking_budgets=[4],
+        out=str(tmp_path / "run"),
+    )  # fmt: skip
+    out = run(cfg)
+
+    def completions(point):
+        lines = (out / "samples" / f"{point}.jsonl").read_text().splitlines()
+        return [json.loads(x)["completion"] for x in lines]
+
+    messages = [p.messages() for p in load_task(cfg, seed=cfg.seed).problems("test", 3)]
+    plain = HFEngine(pico_ckpt)
+    greedy = SamplingParams(temperature=0, max_tokens=10, max_thinking_tokens=4)
+    texts = lambda prompts, p: [g[0].text for g in plain.generate(prompts, p)]  # noqa: E731
+    assert completions("budget@4") == texts([with_budget(m, 4) for m in messages], greedy)
+    assert completions("long@4") == texts(messages, greedy)
+    assert (
+        completions("budget")
+        == completions("long")
+        == texts(messages, SamplingParams(temperature=0, max_tokens=10))
+    )
+    assert completions("budget@4") != completions("long@4")  # the sentence changed what the model saw
+    records = (out / "samples" / "budget@4.jsonl").read_text().splitlines()
+    assert all(json.loads(x)["prompt"].endswith("\nThink for at most 4 tokens.") for x in records)

@@ -313,7 +313,7 @@ BAD = [
     ("n too large", {"model": "l2s-short", "messages": MSG, "n": 99}, _auth(), 422, "n"),
     ("mode conflicts", {"model": "l2s-long", "messages": MSG, "mode": "short"}, _auth(), 422, "mode"),
     ("mode on an extra", {"model": "pico-extra", "messages": MSG, "mode": "long"}, _auth(), 422, "mode"),
-    ("bad effort", {"messages": MSG, "reasoning_effort": "extreme"}, _auth(), 422, "reasoning_effort"),
+    ("bad effort", {"messages": MSG, "reasoning_effort": "extreme"}, _auth(), 400, "reasoning_effort"),
     ("negative budget", {"messages": MSG, "max_thinking_tokens": -5}, _auth(), 422, "max_thinking_tokens"),
     ("image part", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, _auth(), 422, None),
     (
@@ -584,8 +584,15 @@ def test_unknown_effort_lists_the_valid_levels(effort_server):
     body = {"model": "l2s", "messages": MSG, "reasoning_effort": "extreme"}
     r = httpx.post(f"{effort_server.base_url}/chat/completions", json=body, timeout=30)
     error = r.json()["error"]
-    assert r.status_code == 422 and error["param"] == "reasoning_effort"
-    assert all(level in error["message"] for level in ("none", "minimal", "low", "medium", "high", "xhigh"))
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "reasoning_effort",
+        "unsupported_value",
+    )
+    assert all(
+        level in error["message"] for level in ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+    )
 
 
 def test_an_effort_map_naming_unserved_models_stops_the_server_in_one_line(family, tmp_path):

@@ -104,3 +104,33 @@ def test_concurrent_requests_and_n(server):
 
     out = asyncio.run(main())
     assert all(len(r.choices) == 2 and r.usage.completion_tokens <= 16 for r in out)
+
+
+def test_a_budget_model_is_told_its_budget_on_vllm(pair, tmp_path):
+    """A budget-conditioned model (l2s.json: method budget) served on vLLM gets "Think for at most N
+    tokens." in its prompt when a request sets max_thinking_tokens: usage counts that prompt, and the
+    answer is the hf engine's on the same weights with the sentence written in by hand."""
+    import json
+    import shutil
+
+    from l2s.budget import with_budget
+    from l2s.engines.completion import render_prompt
+    from l2s.engines.hf import HFEngine
+    from l2s.server.runner import serve_in_thread
+    from l2s.server.settings import ServeSettings
+
+    budget = tmp_path / "budget"
+    shutil.copytree(pair[0], budget)
+    (budget / "l2s.json").write_text(json.dumps({"method": "budget", "config": {"budget_form": "max"}}))
+    settings = ServeSettings(long=str(budget), short=str(pair[1]), engine="vllm", port=0, api_key="k")
+    plain = HFEngine(pair[0])
+    with serve_in_thread(settings, startup_timeout_s=600) as running:
+        client = openai.OpenAI(base_url=running.base_url, api_key="k", max_retries=0, timeout=120)
+        kw = dict(model="l2s-long", messages=MSG, max_tokens=24, temperature=0)
+        r = client.chat.completions.create(extra_body={"max_thinking_tokens": 4}, **kw)
+        free = client.chat.completions.create(**kw)
+    sent = with_budget(MSG, 4)
+    (g,) = plain.generate([sent], SamplingParams(max_tokens=24, temperature=0, max_thinking_tokens=4))[0]
+    assert r.usage.prompt_tokens == len(render_prompt(plain.tokenizer, sent).ids)
+    assert (r.usage.completion_tokens, r.choices[0].message.content) == (g.completion_tokens, g.content)
+    assert free.usage.prompt_tokens == len(render_prompt(plain.tokenizer, MSG).ids) < r.usage.prompt_tokens

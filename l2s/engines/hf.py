@@ -10,6 +10,10 @@ small `LogitsProcessor`s and a streamer plugged into `generate`:
 - `TokenStreamer`: calls `on_token(flat_index, token_id)` per produced token of unfinished rows, so a
   server can stream several batched requests at once.
 
+A budget-conditioned model (`l2s derive --method budget`, recognised by its l2s.json) asked for a thinking
+budget also reads it from its prompt: chat messages end with "Think for at most N tokens." (`l2s.budget`,
+`l2s.engines.completion.prompt_as_sent`), and `ThinkingBudget` still forces `</think>` at N.
+
 Seeding: with `params.seed`, a call runs under `torch.manual_seed(seed)` inside a forked RNG, its
 chunks in order, so the same call with the same seed gives the same tokens, and the global RNG (e.g. a
 trainer's) is untouched.
@@ -24,10 +28,12 @@ from typing import Any
 
 from l2s.engines.base import Generation, Prompt, SamplingParams, TokenCallback
 from l2s.engines.completion import (
+    RenderedPrompt,
     ThinkMarkers,
     decode_completion,
     eos_token_ids,
     make_generation,
+    prompt_as_sent,
     render_prompt,
 )
 
@@ -148,6 +154,8 @@ class HFEngine:
     `budget_close_text` replaces the bare `</think>` forced when the thinking budget is spent, e.g.
     Qwen's "Considering the limited time by the user, I have to give the solution based on the thinking
     directly now.\n</think>.\n\n"; its tokens before `</think>` then count as reasoning tokens.
+    `budget_form` is the budget instruction form the model was trained with (`l2s.budget.budget_form`,
+    read from the checkpoint's l2s.json), None for a model that is not budget-conditioned.
     """
 
     def __init__(
@@ -163,6 +171,7 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from l2s.budget import budget_form
         from l2s.checkpoint import validate_checkpoint
 
         path = validate_checkpoint(model_path, need_chat_template=False)
@@ -177,15 +186,25 @@ class HFEngine:
         model.eval()
         self._setup(model, tokenizer, name=path.name, model_path=str(path), batch_size=batch_size)
         self.budget_close_text = budget_close_text
+        self.budget_form = budget_form(path)
 
     @classmethod
     def from_objects(
-        cls, model: Any, tokenizer: Any, *, name: str = "policy", batch_size: int = 64
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "policy",
+        batch_size: int = 64,
+        budget_form: str | None = None,
     ) -> HFEngine:
-        """Wrap an in-memory model (e.g. the RL policy) without saving it first."""
+        """Wrap an in-memory model (e.g. the RL policy) without saving it first.
+
+        There is no l2s.json to read, so the model is budget-conditioned only when `budget_form` says so."""
         engine = cls.__new__(cls)
         engine._setup(model, tokenizer, name=name, model_path=name, batch_size=batch_size)
         engine.budget_close_text = None
+        engine.budget_form = budget_form
         return engine
 
     def _setup(self, model: Any, tokenizer: Any, *, name: str, model_path: str, batch_size: int) -> None:
@@ -207,6 +226,12 @@ class HFEngine:
 
     def close(self) -> None:
         self.model = None
+
+    def render(self, prompt: Prompt, params: SamplingParams) -> RenderedPrompt:
+        """The prompt as this engine sends it under `params` (budget instruction included), tokenized."""
+        return render_prompt(
+            self.tokenizer, prompt_as_sent(prompt, params.max_thinking_tokens, self.budget_form)
+        )
 
     def _close_ids(self) -> tuple[int, ...]:
         if self.budget_close_text:
@@ -234,7 +259,7 @@ class HFEngine:
     ) -> list[list[Generation]]:
         import torch
 
-        rendered = [render_prompt(self.tokenizer, p) for p in prompts]
+        rendered = [self.render(p, params) for p in prompts]
         rows = [r for r in rendered for _ in range(params.n)]  # flat index = prompt * n + sample
         flat: list[Generation] = []
         device = self.model.device

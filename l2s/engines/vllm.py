@@ -5,7 +5,9 @@ vLLM does the scheduling, paged KV cache, sampling, stop strings and the thinkin
 the end marker once the budget is spent, the approach Qwen documents). l2s adds only the bookkeeping
 shared with the hf engine (l2s.engines.completion): prompts are rendered and tokenized by the same code
 and passed as token ids, generated ids are decoded and split by the same code, so both engines report
-identical text, reasoning tokens and finish reasons for identical tokens.
+identical text, reasoning tokens and finish reasons for identical tokens. That includes the budget
+instruction a budget-conditioned model (`l2s derive --method budget`) reads from its chat prompt
+(`l2s.engines.completion.prompt_as_sent`) whenever a thinking budget is set.
 
 Each (prompt, sample) is its own vLLM request with `n=1` and seed `params.seed + flat_index` (vLLM keeps
 one generator per seeded request), so a call's samples are reproducible and do not depend on how vLLM
@@ -28,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from l2s.engines.base import Generation, Prompt, SamplingParams, TokenCallback
-from l2s.engines.completion import ThinkMarkers, eos_token_ids, make_generation, render_prompt
+from l2s.engines.completion import (
+    RenderedPrompt,
+    ThinkMarkers,
+    eos_token_ids,
+    make_generation,
+    prompt_as_sent,
+    render_prompt,
+)
 
 _REQUEST_IDS = itertools.count()
 
@@ -67,6 +76,7 @@ class VLLMEngine:
         engine_options: dict[str, Any] | None = None,
         **llm_kwargs: Any,
     ):
+        from l2s.budget import budget_form
         from l2s.checkpoint import validate_checkpoint
         from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
 
@@ -108,6 +118,7 @@ class VLLMEngine:
         self.name, self.model_path = path.name, str(path)
         self.markers = ThinkMarkers.of(self._tokenizer)
         self.eos_ids = eos_token_ids(self._tokenizer, _generation_config(path))
+        self.budget_form = budget_form(path)  # None unless the model is budget-conditioned
 
     @property
     def tokenizer(self) -> Any:
@@ -118,6 +129,12 @@ class VLLMEngine:
 
         self.llm = None
         gc.collect()
+
+    def render(self, prompt: Prompt, params: SamplingParams) -> RenderedPrompt:
+        """The prompt as this engine sends it under `params` (budget instruction included), tokenized."""
+        return render_prompt(
+            self.tokenizer, prompt_as_sent(prompt, params.max_thinking_tokens, self.budget_form)
+        )
 
     # Weight updates in place (RL): vLLM's worker entry point, then no KV block of the old weights is reused.
 
@@ -144,7 +161,7 @@ class VLLMEngine:
 
         from l2s.engines.vllm_args import vllm_sampling_params
 
-        rendered = [render_prompt(self.tokenizer, p) for p in prompts]
+        rendered = [self.render(p, params) for p in prompts]
         engine = self.llm.llm_engine
         ids: dict[str, int] = {}
         for flat in range(len(prompts) * params.n):
