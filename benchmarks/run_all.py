@@ -42,6 +42,7 @@ PLAN: dict[str, Plan] = {
     "partial_rollouts": Plan(what="RL iteration time with and without partial rollouts"),
     "workload": Plan(needs=("short", "long-sft"), what="the embedded workload: short vs long-sft accuracy and tokens"),
     "token_efficiency": Plan(args=("--seeds", "3"), needs=("short", "long-sft"), what="the long2short methods vs long (quickstart's report) against Kimi Figure 7's targets, over 3 seeds (the families of seeds 1 and 2 are built when absent)"),
+    "budget": Plan(args=("--runs", "runs/bench-quickstart/seed0", "runs/bench-quickstart/seed1", "runs/bench-quickstart/seed2", "--n", "1000"), needs=("long",), what="the budget-conditioned model vs long cut off at the same thinking budgets, over the 3 seeds token_efficiency ran"),
     "effort": Plan(needs=("long",), what="reasoning_effort levels served over HTTP vs their calibration (needs a quickstart run)"),
     "serving": Plan(needs=("short", "long|long-sft"), what="serving throughput, HTTP overhead, latency per mode, auto"),
     "rl_weight_sync": Plan(what="RL with engine=vllm: weights synced in memory vs saved and reloaded, per iteration (runs in .venv-vllm)"),
@@ -49,6 +50,10 @@ PLAN: dict[str, Plan] = {
     "kill_resume": Plan(what="kill -9 at many points of SFT, DPO and RL saves, then resume: crashes counted"),
     "rl_stage": Plan(args=("--long2short", "--temperature", "1", "--learning-rate", "5e-5"), needs=("long-sft",), what="full RL stage (at the embedded preset's lr) and long2short RL: T=1 accuracy and tokens"),
 }  # fmt: skip
+
+
+# Scripts `make bench` leaves out: gpu_check needs a borrowed GPU machine (docs/GPU.md).
+BY_HAND = ("gpu_check",)
 
 
 @dataclass
@@ -63,7 +68,11 @@ class Outcome:
 
 def scripts() -> list[str]:
     """Every benchmark script: PLAN's order first, then any other benchmarks/*.py."""
-    found = {p.stem for p in HERE.glob("*.py") if p.stem != "run_all" and not p.stem.startswith("_")}
+    found = {
+        p.stem
+        for p in HERE.glob("*.py")
+        if p.stem not in ("run_all", *BY_HAND) and not p.stem.startswith("_")
+    }
     return [n for n in PLAN if n in found] + sorted(found - set(PLAN))
 
 
