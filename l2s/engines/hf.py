@@ -156,13 +156,15 @@ class HFEngine:
     directly now.\n</think>.\n\n"; its tokens before `</think>` then count as reasoning tokens.
     `budget_form` is the budget instruction form the model was trained with (`l2s.budget.budget_form`,
     read from the checkpoint's l2s.json), None for a model that is not budget-conditioned.
+    `device` defaults to the GPU when torch sees one, else the CPU (fp32 there, the checkpoint's dtype
+    on a GPU); pass `--engine-options '{"device": "cpu"}'` to keep a GPU free.
     """
 
     def __init__(
         self,
         model_path: str | Path,
         *,
-        device: str = "cpu",
+        device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 64,
         trust_remote_code: bool = False,
@@ -175,6 +177,8 @@ class HFEngine:
         from l2s.checkpoint import validate_checkpoint
 
         path = validate_checkpoint(model_path, need_chat_template=False)
+        if device in (None, "auto"):  # the GPU when there is one: `l2s eval`/`sample`/serve pass no device
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype in (None, "auto"):
             torch_dtype = torch.float32 if device == "cpu" else "auto"
         else:
