@@ -36,7 +36,7 @@ class Plan:
 
 # In the order they run: quick ones first, so a long one that fails leaves the others' results.
 PLAN: dict[str, Plan] = {
-    "cli_startup": Plan(what="`l2s --help` start time vs bare Python and `import torch`; no heavy imports"),
+    "cli_startup": Plan(what="`l2s --help` and every `l2s COMMAND --help` (cached and first run) vs bare Python and `import torch`; no heavy imports"),
     "merge": Plan(what="merge time: `l2s derive --method merge` vs the `mergekit-yaml` CLI vs copying the bytes"),
     "sampling": Plan(args=("--big",), what="sampling engines: hf batched vs hf one at a time vs vLLM"),
     "partial_rollouts": Plan(what="RL iteration time with and without partial rollouts"),

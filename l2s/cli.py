@@ -5,14 +5,23 @@ Each subcommand is a Config class and a `run(cfg)`: its flags are generated from
 subcommand's module is imported, and heavy imports (torch, transformers, TRL, vLLM) happen inside the
 `run` functions, so `l2s --help` stays fast. A `UserError` anywhere becomes one line on stderr and
 exit code 2.
+
+`l2s COMMAND --help` keeps the flags it generated in `~/.cache/l2s/help/` (under `$XDG_CACHE_HOME`
+when set) and replays them while nothing they came from has changed: not one of the source files
+imported to generate them (l2s's, pydantic's, Python's), nor the environment, the working directory
+or the Python. Importing pydantic alone takes most of 0.1 s, so the cached help skips the Config and
+pydantic altogether; it prints the same text.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from l2s import __version__
 from l2s.errors import UserError
@@ -139,7 +148,8 @@ def _config_of(cmd: Command):
 
 
 def _add_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
-    """The chosen subcommand's flags, generated from its Config (derive: one group per method)."""
+    """The chosen subcommand's flags, generated from its Config (derive: one group per method). `p` may
+    be a `l2s.flags.FlagRecorder` standing in for the parser."""
     from l2s.flags import add_config_flags, add_field
 
     if cmd.yaml:
@@ -168,6 +178,85 @@ def _add_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
     add_config_flags(p, target.model_fields, skip=cmd.positional)
 
 
+# Shell bookkeeping that changes with every `cd` or nested shell and that no Config reads.
+_VOLATILE_ENV = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+
+
+def _help_context() -> str:
+    """A digest of what a Config's defaults may depend on besides source code (no values are stored)."""
+    import hashlib
+    import json
+
+    env = sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV)
+    text = json.dumps([env, os.getcwd(), sys.version, sys.executable, str(Path(__file__).parent)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _help_cache_file(name: str) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return root / "l2s" / "help" / f"{name}.json"
+
+
+def _source_stamps() -> dict[str, list[int]]:
+    """{file: [mtime_ns, size]} of every imported module that has a file."""
+    stamps = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and file not in stamps:
+            try:
+                st = os.stat(file)
+            except OSError:
+                continue
+            stamps[file] = [st.st_mtime_ns, st.st_size]
+    return stamps
+
+
+def _read_help_cache(path: Path, context: str) -> dict | None:
+    """The cached flags at `path`, if they were made in this `context` from unchanged sources and
+    replay cleanly (a hand-edited file is regenerated, never trusted)."""
+    import json
+
+    from l2s.flags import replay
+
+    try:
+        cached = json.loads(path.read_text())
+        if cached["context"] != context:
+            return None
+        for file, stamp in cached["sources"].items():
+            st = os.stat(file)
+            if [st.st_mtime_ns, st.st_size] != stamp:
+                return None
+        replay(cached["flags"], argparse.ArgumentParser(add_help=False))
+        return cached["flags"]
+    except Exception:  # unreadable, stale or malformed: generate the flags instead
+        return None
+
+
+def _add_help_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
+    """`_add_flags` for `l2s COMMAND --help`: replayed from the cache, else generated and cached."""
+    from l2s.flags import FlagRecorder, replay
+
+    try:
+        path, context = _help_cache_file(cmd.name), _help_context()
+    except (OSError, RuntimeError):  # no working directory, or no home folder: no cache
+        _add_flags(p, cmd)
+        return
+    flags = _read_help_cache(path, context)
+    if flags is not None:
+        replay(flags, p)
+        return
+    recorder = FlagRecorder(p)
+    _add_flags(recorder, cmd)
+    if recorder.book["portable"]:
+        import json
+
+        from l2s.checkpoint import atomic_write_text
+
+        entry = {"context": context, "sources": _source_stamps(), "flags": recorder.book}
+        with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
+            atomic_write_text(path, json.dumps(entry))
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser. With `argv`, only the subcommand it names gets its flags (and imports its Config)."""
     parser = _Parser(
@@ -177,6 +266,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # `argv=None` (tests, introspection): every subcommand gets its flags.
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
+    help_only = argv is not None and len(argv) == 2 and argv[1] in ("-h", "--help")
     for cmd in COMMANDS:
         p = sub.add_parser(
             cmd.name,
@@ -184,7 +274,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             description=f"example:\n  {cmd.example}\n\n{cmd.help}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if argv is None or cmd.name == chosen:
+        if help_only and cmd.name == chosen:
+            _add_help_flags(p, cmd)  # nothing to parse but the help: the flags' text is all it needs
+        elif argv is None or cmd.name == chosen:
             _add_flags(p, cmd)
     return parser
 

@@ -5,6 +5,10 @@ Like TRL's `HfArgumentParser` does for its dataclasses, every field of a pydanti
 None in argparse, so a flag left out never overrides the `--config` YAML: precedence is
 defaults < YAML < flags (`l2s.config.load_config`). argparse has no pydantic support and
 HfArgumentParser wants dataclasses, so this small adapter is written here.
+
+`FlagRecorder` keeps the calls that built a parser's flags as plain data, and `replay` makes them again
+on another parser without the Config (the CLI caches a subcommand's flags this way, so its `--help`
+imports neither the Config nor pydantic).
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import json
 import types
 import typing
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -86,6 +90,8 @@ def flag_name(field: str) -> str:
 
 
 def _default_text(info: FieldInfo) -> str:
+    from pydantic_core import PydanticUndefined
+
     default = info.default
     if default is PydanticUndefined:
         default = info.default_factory() if info.default_factory is not None else None
@@ -153,3 +159,72 @@ def add_config_flags(
 def flag_values(args: argparse.Namespace, fields: Iterable[str]) -> dict[str, Any]:
     """The fields the user set on the command line (argparse leaves the others None)."""
     return {k: v for k in fields if (v := getattr(args, k, None)) is not None}
+
+
+_BUILTIN_TYPES = {t.__name__: t for t in (int, float, str)}
+
+
+class FlagRecorder:
+    """Stands in for an argparse parser (or group): passes every `add_argument` and `add_argument_group`
+    on to `target` and keeps them as JSON-ready data in `book`, for `replay`.
+
+    `book["portable"]` turns False when a call holds something that does not survive as data. A `type`
+    other than int, float or str is left out: it only parses values, and the help never shows it.
+
+    >>> rec = FlagRecorder(argparse.ArgumentParser(prog="demo"))
+    >>> rec.add_argument("--n", type=int, default=None, help="how many")
+    >>> rec.add_argument_group("extra").add_argument("--on", action=argparse.BooleanOptionalAction)
+    >>> rec.book["calls"][1]
+    {'group': 0, 'args': ['--on'], 'kwargs': {'action': 'argparse.BooleanOptionalAction'}}
+    >>> replay(rec.book, argparse.ArgumentParser(prog="demo")).parse_args(["--n", "3", "--no-on"])
+    Namespace(n=3, on=False)
+    """
+
+    def __init__(self, target: Any, book: dict[str, Any] | None = None, group: int | None = None):
+        self.target, self.group = target, group
+        self.book = {"groups": [], "calls": [], "portable": True} if book is None else book
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        self.target.add_argument(*args, **kwargs)
+        data = {}
+        for key, value in kwargs.items():
+            if key == "type" and value not in _BUILTIN_TYPES.values():
+                continue
+            if key == "type":
+                value = value.__name__
+            elif key == "action" and isinstance(value, type):
+                value = (
+                    f"argparse.{value.__name__}"
+                    if getattr(argparse, value.__name__, None) is value
+                    else value
+                )
+            if not _is_data(value):
+                self.book["portable"] = False
+            data[key] = value
+        if not all(_is_data(a) for a in args):
+            self.book["portable"] = False
+        self.book["calls"].append({"group": self.group, "args": list(args), "kwargs": data})
+
+    def add_argument_group(self, title: str | None = None, description: str | None = None) -> FlagRecorder:
+        self.book["groups"].append({"title": title, "description": description})
+        group = self.target.add_argument_group(title, description)
+        return FlagRecorder(group, self.book, len(self.book["groups"]) - 1)
+
+
+def _is_data(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_is_data(v) for v in value)
+
+
+def replay(book: dict[str, Any], parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make the calls a `FlagRecorder` kept again on `parser`; returns it."""
+    groups = [parser.add_argument_group(g["title"], g["description"]) for g in book["groups"]]
+    for call in book["calls"]:
+        kwargs = dict(call["kwargs"])
+        if "type" in kwargs:
+            kwargs["type"] = _BUILTIN_TYPES[kwargs["type"]]
+        if str(kwargs.get("action", "")).startswith("argparse."):
+            kwargs["action"] = getattr(argparse, kwargs["action"].removeprefix("argparse."))
+        (parser if call["group"] is None else groups[call["group"]]).add_argument(*call["args"], **kwargs)
+    return parser

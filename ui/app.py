@@ -4,7 +4,7 @@ The UI is a client of the l2s server (OpenAI-compatible, over HTTP with the open
 ui/client.py), so it shows exactly what any API user gets: the streamed think block and answer, the
 server's token counts, latency, and which model answered. The Report tab shows the latest
 report.md/pareto.png of a run folder. `--serve` starts the l2s server in-process first (uvicorn in a
-background thread), for a one-command demo.
+background thread), for a one-command demo. ui/launch.py serves the Blocks built here.
 
 Layout (Gradio Blocks): Compare tab = prompt, correct answer, model checkboxes, effort-level checkboxes
 (each labelled with what the server's effort map measured for it), Parameters accordion, examples from
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 from pydantic import Field
 
 from l2s.config import Config, load_config
-from l2s.errors import UserError
 from l2s.ui.client import (
     EFFORTS,
     MODES,
@@ -35,6 +33,7 @@ from l2s.ui.client import (
     fetch_effort_map,
     run_modes,
 )
+from l2s.ui.launch import check_port_free, launch
 from l2s.ui.report_view import DEFAULT_RUN_DIR, load_report
 from l2s.ui.view import (
     add_round,
@@ -46,12 +45,6 @@ from l2s.ui.view import (
     thinking_label,
 )
 
-# Columns side by side, the answer set apart from the stats, and no web fonts (the demo runs offline).
-CSS = """
-.l2s-col { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; }
-.l2s-stats { font-size: 0.92em; color: var(--body-text-color-subdued); }
-.l2s-answer { min-height: 3em; max-height: 14em; overflow-y: auto; overflow-wrap: anywhere; }
-"""
 EXAMPLES_N = 8
 BUDGET_CHOICES = ["none", "0", "16", "64", "256"]
 LANES = (*MODES, *map(effort_lane, EFFORTS))  # every column the Compare tab can show
@@ -345,49 +338,6 @@ def build_ui(server_url: str, api_key: str | None = None, *, run_dir: str = DEFA
         effort_headers = [headers[effort_lane(lv)] for lv in EFFORTS]
         demo.load(refresh_efforts, outputs=[efforts, *effort_headers], queue=False)
     return demo
-
-
-def theme():
-    """A stock Gradio theme with system fonts only (the default one fetches web fonts)."""
-    import gradio as gr
-
-    return gr.themes.Soft(
-        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-    )
-
-
-def launch(demo, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True):
-    """Serve the demo; `block=False` returns at once (tests). Returns (app, local_url, share_url)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        return demo.queue().launch(
-            server_name=host,
-            server_port=port,
-            prevent_thread_lock=not block,
-            css=CSS,
-            theme=theme(),
-            footer_links=[],
-            quiet=True,
-            ssr_mode=False,
-            show_error=False,
-        )
-    except OSError:
-        raise UserError(
-            f"cannot serve the UI on {host}:{port}: the port is in use; pick another --port"
-        ) from None
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail fast (before the slow Gradio import) when the UI's port is taken."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise UserError(
-                f"cannot serve the UI on {host}:{port} ({e.strerror}); pick another --port"
-            ) from None
 
 
 def embedded_server_settings(api_key: str | None):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -31,8 +31,10 @@ from l2s import __version__, workdir
 from l2s.checkpoint import atomic_dir, atomic_write_text, validate_checkpoint, write_provenance
 from l2s.config import Config
 from l2s.embedded import DEFAULT_CACHE
-from l2s.embedded.presets import Preset, get_preset
 from l2s.errors import UserError
+
+if TYPE_CHECKING:
+    from l2s.embedded.presets import Preset
 
 MANIFEST = "l2s-cache.json"
 CACHE_KIND = "l2s-embedded-family"
@@ -219,6 +221,8 @@ def init_family(
     out: str | Path, preset: str = "default", seed: int | None = None, force: bool = False
 ) -> dict[str, Path]:
     """Build (or reuse, or resume) the embedded family in `out`; returns {stage name: checkpoint path}."""
+    from l2s.embedded.presets import get_preset
+
     chosen = get_preset(preset, seed)
     out = Path(out).expanduser().resolve()
     manifest = _check_out(out, chosen, force)

@@ -9,7 +9,6 @@ a run records the engine that actually ran. Engines are imported lazily: picking
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +62,8 @@ def resolve_engine(name: str, model_path: str | Path) -> str:
     reason = vllm_unsuitable(model_path)
     choice = "hf" if reason else "vllm"
     # The samples sidecar and report record the engine that ran; the log says why.
+    import logging
+
     logging.getLogger("l2s.engines").info(
         "engine auto -> %s (%s)", choice, reason or "vLLM can run this model here"
     )
