@@ -11,6 +11,9 @@ effort level, the point that serves it, from the Pareto front of accuracy agains
 - **low**: the fewest mean tokens within five points of high's accuracy;
 - **minimal**: the fewest mean tokens overall.
 
+Points whose budget was only told, not forced (`NAME@Bfree`, `budget_enforced: false`, from
+`l2s eval --uncapped-budgets`), are not how a model is served, so no level is chosen from them.
+
 `none` is `minimal`, `xhigh` and `max` are `high`. So the levels cost non-decreasing tokens from minimal
 to high, and each says what it measured. The result is RUN_DIR/effort.json (docs/DESIGN.md, "effort.json"),
 with auto's calibrated threshold beside it; `l2s serve --calibration RUN_DIR` routes requests by it.
@@ -143,9 +146,22 @@ def effort_map(
     auto: dict[str, Any] | None = None,
     low_margin: float = LOW_MARGIN,
 ) -> dict[str, Any]:
-    """effort.json's content for a report.json (`auto`: a calibration.json's content, or None)."""
+    """effort.json's content for a report.json (`auto`: a calibration.json's content, or None); points
+    with a budget that was not enforced are left out.
+
+    >>> m = lambda acc, tokens, **kw: {"accuracy": acc, "mean_tokens": tokens, "path": "p",
+    ...                                "accuracy_ci95": [0, 1], **kw}
+    >>> report = {"task": "arith", "n": 10, "models": {"long": m(1.0, 60), "budget@8": m(0.9, 12),
+    ...           "budget@8free": m(0.9, 10, thinking_budget=8, budget_enforced=False)}}
+    >>> effort_map(report)["front"]
+    ['budget@8', 'long']
+    """
     models = report["models"]
-    points = {name: (m["accuracy"], m["mean_tokens"]) for name, m in models.items()}
+    points = {
+        name: (m["accuracy"], m["mean_tokens"])
+        for name, m in models.items()
+        if m.get("budget_enforced", True)
+    }
     chosen = choose_levels(points, tolerance, low_margin)
     levels = {}
     for level, point in chosen.items():

@@ -16,6 +16,10 @@ its own point `NAME@B` carrying `thinking_budget: B`; `--budget-n` measures thos
 problems only, to keep a large sweep cheap. A budget-conditioned model (`l2s derive --method budget`) is
 also told B in its prompt at those points ("Think for at most B tokens.", written by the engine as in its
 training), so `budget@B` beside `long@B` compares asking for a budget with only cutting the reasoning.
+With `--uncapped-budgets` each budget-conditioned model also gets points `NAME@Bfree`: B told in its prompt
+but not forced, so their mean reasoning tokens show how well the model keeps to its budget by itself.
+Their entries carry `budget_enforced: false` (every other budget point `true`); they are not how the
+model is served, so effort calibration passes over them.
 
 Accuracy's 95% interval is Wilson's score interval (Wilson 1927; Brown, Cai & DasGupta 2001
 recommend it over the normal approximation for small n or p near 0/1). Token counts are completion
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from l2s.sampling import EngineChoice, GradedTask
 from l2s.selection import percentile
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+UNCAPPED = "free"  # NAME@B + this: budget B told in the prompt, not forced (`--uncapped-budgets`)
 
 
 class EvalConfig(GradedTask, EngineChoice):
@@ -64,6 +70,11 @@ class EvalConfig(GradedTask, EngineChoice):
     )
     budget_models: list[str] | None = Field(
         None, description="models that get budget points (default: every model in --models)"
+    )
+    uncapped_budgets: bool = Field(
+        False,
+        description="also evaluate each budget-conditioned model at each thinking budget with the budget only "
+        "stated in the prompt, not enforced: points NAME@Bfree, which measure how well it keeps to its budget",
     )
     effort_tolerance: float = Field(
         DEFAULT_TOLERANCE,
@@ -172,9 +183,11 @@ def build_report(
     runs: dict[str, tuple[str, list[dict[str, Any]]]],
     grader: str = "flexible",
     budgets: dict[str, int] | None = None,
+    told_only: Collection[str] = (),
 ) -> dict[str, Any]:
     """report.json from {name: (checkpoint path, sample records)}; 'long' is the token-ratio reference.
-    `budgets` gives the thinking budget each entry was sampled with, for those that had one."""
+    `budgets` gives the thinking budget each entry was sampled with, for those that had one; entries in
+    `told_only` were sampled with it stated in the prompt but not forced (`budget_enforced: false`)."""
     from l2s.checkpoint import read_provenance
 
     models: dict[str, Any] = {}
@@ -188,6 +201,7 @@ def build_report(
             entry["merge_method"] = cfg["merge_method"]
         if (budgets or {}).get(name) is not None:
             entry["thinking_budget"] = budgets[name]
+            entry["budget_enforced"] = name not in told_only
         models[name] = entry
     long_mean = models.get("long", {}).get("mean_tokens")
     for entry in models.values():
@@ -207,22 +221,49 @@ def _check_models(cfg: EvalConfig) -> dict[str, Path]:
         raise UserError(
             f"--budget-models names '{unknown[0]}', which is not in --models; choose from {', '.join(models)}"
         )
+    if cfg.uncapped_budgets and not cfg.thinking_budgets:
+        raise UserError("--uncapped-budgets needs --thinking-budgets, e.g. --thinking-budgets 8,16,32")
+    if cfg.uncapped_budgets and not budget_conditioned(cfg, models):
+        raise UserError(
+            "--uncapped-budgets: no budget model in --models is budget-conditioned (derived with "
+            "`l2s derive --method budget`), so no budget can be only told; drop the flag or add such a model"
+        )
     return models
 
 
-def points(cfg: EvalConfig, models: list[str]) -> list[tuple[str, str, int | None]]:
-    """The measured points (report name, model name, thinking budget): each model as configured (its
-    budget is --max-thinking-tokens), then each budget model under each --thinking-budgets value.
+def budget_conditioned(cfg: EvalConfig, models: dict[str, Path]) -> set[str]:
+    """The models that get budget points and read a budget from their prompt (`l2s.budget.budget_form`)."""
+    from l2s.budget import budget_form
+
+    return {
+        name
+        for name, path in models.items()
+        if (cfg.budget_models is None or name in cfg.budget_models) and budget_form(path) is not None
+    }
+
+
+def points(
+    cfg: EvalConfig, models: list[str], conditioned: Collection[str] = ()
+) -> list[tuple[str, str, int | None, bool]]:
+    """The measured points (report name, model name, thinking budget, budget forced): each model as
+    configured (its budget is --max-thinking-tokens), then each budget model under each --thinking-budgets
+    value, then, with --uncapped-budgets, each of the `conditioned` (budget-conditioned) models under each
+    value told but not forced.
 
     >>> cfg = EvalConfig(models="long=a,short=b", out="r", thinking_budgets=[16, 8], budget_models=["long"])
     >>> points(cfg, ["long", "short"])
-    [('long', 'long', None), ('long@8', 'long', 8), ('long@16', 'long', 16), ('short', 'short', None)]
+    [('long', 'long', None, True), ('long@8', 'long', 8, True), ('long@16', 'long', 16, True), ('short', 'short', None, True)]
+    >>> cfg = EvalConfig(models="long=a,budget=b", out="r", thinking_budgets=[8], uncapped_budgets=True)
+    >>> points(cfg, ["long", "budget"], conditioned={"budget"})[2:]
+    [('budget', 'budget', None, True), ('budget@8', 'budget', 8, True), ('budget@8free', 'budget', 8, False)]
     """
     out = []
     for name in models:
-        out.append((name, name, cfg.max_thinking_tokens))
+        out.append((name, name, cfg.max_thinking_tokens, True))
         if cfg.budget_models is None or name in cfg.budget_models:
-            out += [(f"{name}@{b}", name, b) for b in cfg.thinking_budgets or []]
+            out += [(f"{name}@{b}", name, b, True) for b in cfg.thinking_budgets or []]
+            if cfg.uncapped_budgets and name in conditioned:
+                out += [(f"{name}@{b}{UNCAPPED}", name, b, False) for b in cfg.thinking_budgets or []]
     return out
 
 
@@ -264,8 +305,8 @@ def run(cfg: EvalConfig) -> Path:
     # Budget points are measured on the first budget_n problems (a prefix: the same problems).
     plan = {
         point: (name, problems[: cfg.budget_n] if budget is not None and point != name else problems,
-                replace(params, max_thinking_tokens=budget))
-        for point, name, budget in points(cfg, list(models))
+                replace(params, max_thinking_tokens=budget, budget_cap=capped))
+        for point, name, budget, capped in points(cfg, list(models), budget_conditioned(cfg, models))
     }  # fmt: skip
     outs = {point: run_dir / "samples" / f"{point}.jsonl" for point in plan}
     if not cfg.force:  # refuse non-resumable outputs before any model is loaded
@@ -293,7 +334,8 @@ def run(cfg: EvalConfig) -> Path:
             engine.close()
     runs = {point: runs[point] for point in plan}  # report order: each model, then its budget points
     budgets = {point: p.max_thinking_tokens for point, (_, _, p) in plan.items()}
-    report = build_report(cfg.task, len(problems), runs, grader=cfg.grader, budgets=budgets)
+    told_only = [point for point, (_, _, p) in plan.items() if not p.budget_cap]
+    report = build_report(cfg.task, len(problems), runs, cfg.grader, budgets, told_only)
     if any(point != name for point, (name, _, _) in plan.items()):
         report["budget_n"] = len(problems[: cfg.budget_n])
     if "short" in runs and "long" in runs:

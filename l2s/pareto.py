@@ -99,15 +99,17 @@ def is_budget_point(name: str, entry: dict[str, Any]) -> bool:
 def budget_curves(models: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """{model: [its budget points in order of budget, then the model itself]} for every model that has
     budget points (`NAME@B` entries with `thinking_budget`); the model without a budget ends its curve.
+    Points whose budget was only told, not forced (`budget_enforced: false`), stay off the curves.
 
     >>> ms = {"long": {}, "long@16": {"thinking_budget": 16}, "long@8": {"thinking_budget": 8},
-    ...       "rl@8": {"thinking_budget": 8}, "short": {}}
+    ...       "rl@8": {"thinking_budget": 8}, "short": {},
+    ...       "rl@8free": {"thinking_budget": 8, "budget_enforced": False}}
     >>> budget_curves(ms)
     {'long': ['long@8', 'long@16', 'long'], 'rl': ['rl@8']}
     """
     curves: dict[str, list[tuple[int, str]]] = {}
     for name, m in models.items():
-        if is_budget_point(name, m):
+        if is_budget_point(name, m) and m.get("budget_enforced", True):
             curves.setdefault(name.rpartition("@")[0], []).append((m["thinking_budget"], name))
     return {
         base: [name for _, name in sorted(points)] + ([base] if base in models else [])
@@ -121,8 +123,8 @@ def label_text(names: list[str]) -> str:
 
     >>> label_text(["merge-0.5", "merge-0.5@16", "merge-0.5@8", "short"])
     'merge-0.5, merge-0.5@8/16, short'
-    >>> label_text(["long", "long-sft"])
-    'long, long-sft'
+    >>> label_text(["long", "long-sft", "rl@8", "rl@8free"])
+    'long, long-sft, rl@8, rl@8free'
     """
     budgets: dict[str, list[int]] = {}
     order: list[str] = []  # plain names, and each budgeted model once, where it first appears
@@ -136,8 +138,8 @@ def label_text(names: list[str]) -> str:
             order.append(name)
     parts = []
     for name in order:
-        base, sep, _ = name.rpartition("@")
-        parts.append(f"{base}@{'/'.join(map(str, sorted(budgets[base])))}" if sep else name)
+        base, sep, b = name.rpartition("@")
+        parts.append(f"{base}@{'/'.join(map(str, sorted(budgets[base])))}" if sep and b.isdigit() else name)
     return ", ".join(parts)
 
 

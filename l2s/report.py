@@ -78,6 +78,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             method += f" α={m['alpha']:g}"
         if m.get("thinking_budget") is not None:
             method += f", budget {m['thinking_budget']}"
+            if m.get("budget_enforced") is False:
+                method += " (told, not forced)"
         lo, hi = m["accuracy_ci95"]
         cells = [name, method, f"{m['accuracy']:.3f}", f"[{lo:.3f}, {hi:.3f}]"]
         if unparsed:
@@ -109,6 +111,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         where = f", measured on the first {k} of the {report['n']} problems" if k and k < report["n"] else ""
         lines.append(
             f"NAME@B is NAME with a thinking budget of B (`</think>` forced after B reasoning tokens){where}; "
+            "NAME@Bfree is a budget-conditioned model told its budget B in the prompt with nothing forced; "
             "reasoning = mean reasoning tokens."
         )
     if report.get("grader"):

@@ -230,6 +230,7 @@ def _check_resumable(out: Path, meta: dict[str, Any], force: bool) -> None:
         old = json.loads(mp.read_text())
         if "model_weights" not in old:  # a sidecar from before l2s recorded the weights: trust the path
             old["model_weights"] = meta.get("model_weights")
+        old.setdefault("budget_cap", True)  # a sidecar from before the cap could be turned off
         diff = differing(old, meta)
         if diff == ["model_weights"]:
             raise UserError(

@@ -240,3 +240,26 @@ def test_vllm_engine_without_vllm_is_a_user_error(pico_ckpt):
         pytest.skip("vllm is installed here (tests/test_engines_vllm.py runs it)")
     with pytest.raises(UserError, match="needs vLLM"):
         get_engine("vllm", str(pico_ckpt))
+
+
+def test_uncapped_budget_is_told_but_not_forced(r1_ckpt, tmp_path):
+    """`budget_cap=False`: a budget model still reads "Think for at most N tokens.", but no `</think>` is
+    forced, so it generates exactly what it does with the sentence written by hand and no budget."""
+    import json
+
+    from l2s.budget import with_budget
+    from l2s.engines.hf import HFEngine
+
+    ckpt = tmp_path / "budget"
+    shutil.copytree(r1_ckpt, ckpt)
+    (ckpt / "l2s.json").write_text(json.dumps({"method": "budget", "config": {"budget_form": "max"}}))
+    eng = HFEngine(ckpt, batch_size=4)
+    kw = dict(n=4, temperature=1.0, max_tokens=12, seed=0)
+    told = SamplingParams(**kw, max_thinking_tokens=2, budget_cap=False)
+    capped = SamplingParams(**kw, max_thinking_tokens=2)
+    assert eng.render(MSG, told).ids == eng.render(MSG, capped).ids  # the same sentence either way
+    free = [g.token_ids for g in eng.generate([MSG], told)[0]]
+    assert free == [g.token_ids for g in eng.generate([with_budget(MSG, 2)], SamplingParams(**kw))[0]]
+    assert all(g.reasoning_tokens <= 2 for g in eng.generate([MSG], capped)[0])
+    # The random model seldom closes its think block: told only, it reasons past the budget.
+    assert max(g.reasoning_tokens for g in eng.generate([MSG], told)[0]) > 2

@@ -129,6 +129,33 @@ def test_budget_model_states_the_budget_in_its_prompt(r1_ckpt, engines, tmp_path
         vllm.close()
 
 
+def test_uncapped_budget_is_told_but_not_forced(r1_ckpt, engines, tmp_path):
+    """`budget_cap=False`: a budget model still reads "Think for at most N tokens." but vLLM gets no
+    thinking budget, so it decodes what the hf engine does on the sentence written by hand, without one."""
+    import json
+
+    from l2s.budget import with_budget
+    from l2s.engines import get_engine
+
+    _, hf = engines
+    ckpt = tmp_path / "budget"
+    shutil.copytree(r1_ckpt, ckpt)
+    (ckpt / "l2s.json").write_text(json.dumps({"method": "budget", "config": {"budget_form": "max"}}))
+    vllm = get_engine("vllm", str(ckpt), dtype="float32", max_model_len=256)
+    try:
+        kw = dict(n=1, temperature=0, max_tokens=20, logprobs=True)
+        told = SamplingParams(**kw, max_thinking_tokens=3, budget_cap=False)
+        assert "Think for at most 3 tokens." in vllm.render(MSG, told).text
+        v = vllm.generate([MSG], told)[0][0]
+        h = hf.generate([with_budget(MSG, 3)], SamplingParams(**kw))[0][0]
+        assert v.token_ids == h.token_ids and v.reasoning_tokens == h.reasoning_tokens > 3
+        assert v.logprobs == pytest.approx(h.logprobs, abs=1e-3)
+        capped = vllm.generate([MSG], SamplingParams(**kw, max_thinking_tokens=3))[0][0]
+        assert capped.reasoning_tokens <= 3
+    finally:
+        vllm.close()
+
+
 def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_tokenizer, caplog):
     caplog.set_level("INFO", logger="l2s.engines")
     from l2s.embedded.model import save_random_model

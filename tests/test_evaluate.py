@@ -40,9 +40,9 @@ SCRIPT = {
 class ScriptedEngine:
     """Answers by its folder name per SCRIPT, with the confidence SCRIPT says; counts its calls.
 
-    Its reasoning is the answer's tokens less 4. A thinking budget B below that cuts the reasoning to B
-    tokens (answers B + 4 tokens long) and keeps only the right answers of problems i with
-    i % 10 < round(10 * B / reasoning)."""
+    Its reasoning is the answer's tokens less 4. A thinking budget B below that, when forced, cuts the
+    reasoning to B tokens (answers B + 4 tokens long) and keeps only the right answers of problems i with
+    i % 10 < round(10 * B / reasoning); a budget only told changes nothing."""
 
     calls = 0
 
@@ -60,7 +60,7 @@ class ScriptedEngine:
             expr = msgs[0]["content"].split("Compute ")[1].split(".")[0]
             truth = eval(expr)  # arith prompts are "Compute a + b - c."
             right = self.seen % 4 < self.k
-            tokens, budget = self.tokens, params.max_thinking_tokens
+            tokens, budget = self.tokens, params.thinking_cap
             if budget is not None and budget < tokens - 4:
                 right = right and self.seen % 10 < round(10 * budget / (tokens - 4))
                 tokens = budget + 4
@@ -243,6 +243,46 @@ def test_budget_points_only_for_the_budget_models(family, tmp_path):
         run(_cfg(family, tmp_path / "run", thinking_budgets=[8], budget_models=["rl"]))
 
 
+def test_uncapped_budgets_for_budget_conditioned_models(family, tmp_path):
+    """`--uncapped-budgets`: each budget-conditioned model also gets NAME@Bfree, its budget told but not
+    forced (`budget_enforced: false`), which effort calibration passes over; no other model gets one."""
+    write_provenance(family["long"], method="budget", config={"budget_form": "max"})
+    out = run(_cfg(family, tmp_path / "run", thinking_budgets=[8], budget_n=20, uncapped_budgets=True))
+    models = json.loads((out / "report.json").read_text())["models"]
+    assert list(models) == [
+        "long",
+        "long@8",
+        "long@8free",
+        "short",
+        "short@8",
+        "a25",
+        "a25@8",
+        "a75",
+        "a75@8",
+    ]
+    free, capped = models["long@8free"], models["long@8"]
+    assert (free["thinking_budget"], free["budget_enforced"], free["samples"]) == (8, False, 20)
+    assert capped["budget_enforced"] is True and "budget_enforced" not in models["long"]
+    # not forced, the scripted long reasons its 36 tokens whatever it is told; forced, it stops at 8
+    assert (free["mean_reasoning_tokens"], capped["mean_reasoning_tokens"]) == (36, 8)
+    effort = json.loads((out / "effort.json").read_text())
+    assert "long@8free" not in effort["front"]
+    assert all(lv["point"] != "long@8free" for lv in effort["levels"].values())
+    assert "| long@8free |" in (out / "report.md").read_text()
+    with pytest.raises(UserError, match="--uncapped-budgets needs --thinking-budgets"):
+        run(_cfg(family, tmp_path / "run2", uncapped_budgets=True))
+    with pytest.raises(UserError, match="no budget model in --models is budget-conditioned"):
+        run(
+            _cfg(
+                family,
+                tmp_path / "run2",
+                thinking_budgets=[8],
+                budget_models=["short"],
+                uncapped_budgets=True,
+            )
+        )
+
+
 def test_bad_thinking_budgets_are_one_line(capsys):
     from l2s.cli import main
     from l2s.config import load_config
@@ -270,7 +310,7 @@ def test_a_budget_models_points_state_their_budget_in_the_prompt(pico_ckpt, tmp_
     write_provenance(budget, method="budget", config={"budget_form": "max"})
     cfg = EvalConfig(
         models=f"long={pico_ckpt},budget={budget}", n=3, engine="hf", max_tokens=10, thinking_budgets=[4],
-        out=str(tmp_path / "run"),
+        uncapped_budgets=True, out=str(tmp_path / "run"),
     )  # fmt: skip
     out = run(cfg)
 
@@ -290,5 +330,9 @@ def test_a_budget_models_points_state_their_budget_in_the_prompt(pico_ckpt, tmp_
         == texts(messages, SamplingParams(temperature=0, max_tokens=10))
     )
     assert completions("budget@4") != completions("long@4")  # the sentence changed what the model saw
+    # budget@4free: the same sentence, no forced </think>; long is not budget-conditioned: no such point
+    unforced = SamplingParams(temperature=0, max_tokens=10)
+    assert completions("budget@4free") == texts([with_budget(m, 4) for m in messages], unforced)
+    assert not (out / "samples" / "long@4free.jsonl").exists()
     records = (out / "samples" / "budget@4.jsonl").read_text().splitlines()
     assert all(json.loads(x)["prompt"].endswith("\nThink for at most 4 tokens.") for x in records)

@@ -26,7 +26,11 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int = 256
     # Thinking budget: after this many tokens inside <think>, force "</think>" and let the model answer.
+    # A budget-conditioned model (`l2s derive --method budget`) is also told it in its prompt.
     max_thinking_tokens: int | None = None
+    # False: the budget is only told (to a budget-conditioned model), not forced, which measures how well
+    # the model keeps to it by itself. For any other model the budget then changes nothing.
+    budget_cap: bool = True
     seed: int | None = None
     logprobs: bool = False
     stop: list[str] | None = None
@@ -39,6 +43,16 @@ class SamplingParams:
         (True, False)
         """
         return self.temperature < GREEDY_BELOW
+
+    @property
+    def thinking_cap(self) -> int | None:
+        """The reasoning tokens after which the engine forces `</think>`: the budget unless `budget_cap` is off.
+
+        >>> SamplingParams(max_thinking_tokens=8).thinking_cap, SamplingParams().thinking_cap
+        (8, None)
+        >>> SamplingParams(max_thinking_tokens=8, budget_cap=False).thinking_cap
+        """
+        return self.max_thinking_tokens if self.budget_cap else None
 
 
 @dataclass

@@ -58,7 +58,8 @@ def prompt_as_sent(prompt: Prompt, max_thinking_tokens: int | None, form: str | 
 
     Raw text is left alone: it is already the model's input, and where its user turn ends is the chat
     template's business, so a raw-text caller writes the instruction in itself. Messages without a user
-    turn are sent as given too. Either way the forced `</think>` at the budget still caps the reasoning.
+    turn are sent as given too. Either way the forced `</think>` at the budget still caps the reasoning,
+    unless `SamplingParams.budget_cap` is off (the budget is then only told).
 
     >>> msgs = [{"role": "user", "content": "2+2?"}]
     >>> prompt_as_sent(msgs, 16, "max")[0]["content"]

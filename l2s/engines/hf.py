@@ -12,7 +12,8 @@ small `LogitsProcessor`s and a streamer plugged into `generate`:
 
 A budget-conditioned model (`l2s derive --method budget`, recognised by its l2s.json) asked for a thinking
 budget also reads it from its prompt: chat messages end with "Think for at most N tokens." (`l2s.budget`,
-`l2s.engines.completion.prompt_as_sent`), and `ThinkingBudget` still forces `</think>` at N.
+`l2s.engines.completion.prompt_as_sent`), and `ThinkingBudget` still forces `</think>` at N, unless
+`params.budget_cap` is off: then the budget is only told, which measures how well the model keeps to it.
 
 Seeding: with `params.seed`, a call runs under `torch.manual_seed(seed)` inside a forked RNG, its
 chunks in order, so the same call with the same seed gives the same tokens, and the global RNG (e.g. a
@@ -299,10 +300,10 @@ class HFEngine:
         recorder = SampledLogprobs(width) if params.logprobs else None
         if recorder:
             processors.append(recorder)
-        if params.max_thinking_tokens is not None:
+        if params.thinking_cap is not None:
             markers = ThinkMarkers(self.markers.open_ids, self._close_ids())
             processors.append(
-                ThinkingBudget(params.max_thinking_tokens, markers, [r.think_opened for r in rows], width)
+                ThinkingBudget(params.thinking_cap, markers, [r.think_opened for r in rows], width)
             )
         streamer = None
         if on_token is not None:

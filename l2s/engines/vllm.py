@@ -7,7 +7,8 @@ shared with the hf engine (l2s.engines.completion): prompts are rendered and tok
 and passed as token ids, generated ids are decoded and split by the same code, so both engines report
 identical text, reasoning tokens and finish reasons for identical tokens. That includes the budget
 instruction a budget-conditioned model (`l2s derive --method budget`) reads from its chat prompt
-(`l2s.engines.completion.prompt_as_sent`) whenever a thinking budget is set.
+(`l2s.engines.completion.prompt_as_sent`) whenever a thinking budget is set; with `budget_cap` off the
+budget is only told, and vLLM gets no `thinking_token_budget`.
 
 Each (prompt, sample) is its own vLLM request with `n=1` and seed `params.seed + flat_index` (vLLM keeps
 one generator per seeded request), so a call's samples are reproducible and do not depend on how vLLM

@@ -198,6 +198,8 @@ def sampling_kwargs(
     ...                      prompt_ids=[1, 7], open_ids=[1], think_opened=True, seed=4)
     >>> kw["temperature"], kw["logprobs"], kw["thinking_token_budget"], kw["seed"], kw["stop"]
     (0.0, 0, 3, 4, None)
+    >>> told = SamplingParams(max_thinking_tokens=2, budget_cap=False)
+    >>> sampling_kwargs(told, prompt_ids=[1, 7], open_ids=[1], think_opened=True)["thinking_token_budget"]
     """
     return {
         "n": n,
@@ -209,9 +211,8 @@ def sampling_kwargs(
         "stop": params.stop or None,
         # Special tokens stay in vLLM's text so stop strings see what l2s's decoding shows.
         "skip_special_tokens": False,
-        "thinking_token_budget": thinking_budget(
-            params.max_thinking_tokens, prompt_ids, open_ids, think_opened
-        ),
+        # None when the budget is only told (`budget_cap` off): vLLM then forces nothing.
+        "thinking_token_budget": thinking_budget(params.thinking_cap, prompt_ids, open_ids, think_opened),
     }
 
 
