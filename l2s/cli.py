@@ -97,7 +97,7 @@ COMMANDS: list[Command] = [
     Command(
         "derive",
         "l2s derive --method merge --long ~/.cache/l2s/embedded/long --short ~/.cache/l2s/embedded/short --alpha 0.5 --out runs/merge-0.5",
-        "Derive a short-CoT model: merge | shortest-rs | dpo | rl.",
+        "Derive a short-CoT model: merge | shortest-rs | dpo | rl | budget.",
         "l2s.methods:method_configs",
         "l2s.methods:run_method",
     ),

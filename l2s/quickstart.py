@@ -1,15 +1,19 @@
 """`l2s quickstart`: the product's main job end to end on the embedded workload, as in Kimi's Figure 7.
 
 1. build (or reuse) the embedded family: base, short, long-sft and long (the full RL stage);
-2. derive short-CoT models from long: a merge alpha sweep, shortest rejection sampling, DPO and
-   long2short RL (shortest-rs and DPO share one set of long samples);
+2. derive short-CoT models from long: a merge alpha sweep, shortest rejection sampling, DPO,
+   long2short RL (shortest-rs and DPO share one set of long samples) and budget-conditioned RL (L1:
+   a model that reads its thinking budget from the prompt);
 3. evaluate every model on the held-out split, and long and the derived models also under thinking
-   budgets (points `NAME@B`, on the first `budget_n` problems), and write report.json / report.md /
-   pareto.png;
-4. choose what `l2s serve` serves by default: long and the best derived short model (`best_short`),
-   with auto's threshold calibrated for that pair on the evaluation's samples, map the reasoning_effort
-   levels to measured points (effort.json, `l2s.effort`), and point the family's `last-run.json` at
-   them (`l2s.server.settings.LastRun`); then print the serve and ui commands.
+   budgets (points `NAME@B`, on the first `budget_n` problems: the budget model's `budget@B` is told
+   its budget in the prompt as well, beside `long@B`, which only has its reasoning cut), and write
+   report.json / report.md / pareto.png;
+4. choose what `l2s serve` serves by default: long and the best derived short model (`best_short`;
+   not the budget model, which is meant to be run at a budget), with auto's threshold calibrated for
+   that pair on the evaluation's samples, map the reasoning_effort levels to measured points
+   (effort.json, `l2s.effort`; `l2s serve` also loads any model a level names, e.g. the budget model
+   for a level measured at `budget@16`), and point the family's `last-run.json` at them
+   (`l2s.server.settings.LastRun`); then print the serve and ui commands.
 
 Every step is resumable and reuses what a previous run finished, so a second run is quick. This module
 only sequences the library's own steps; it adds no method of its own.
@@ -30,6 +34,10 @@ from l2s.embedded import DEFAULT_CACHE
 from l2s.errors import UserError
 
 FAMILY = ("long", "short", "long-sft")  # the embedded family's models; every other one is derived
+METHODS = ("merge", "shortest-rs", "dpo", "rl", "budget")  # the methods the quickstart can run
+# Methods whose models are not offered as the served short model: a budget model is meant to be run at a
+# budget, so it is served through the effort levels measured at one (effort.json), not as `l2s-short`.
+NOT_SHORT = ("budget",)
 SERVE_POINTS = 1.0  # accuracy points the served short model, and auto, may give up against long
 
 
@@ -50,11 +58,12 @@ class QuickstartConfig(Config):
     alphas: list[float] = Field(
         [0.1, 0.3, 0.5, 0.7, 0.75, 0.8, 0.9], description="merge sweep (weight of the long model)"
     )
-    methods: list[str] = Field(["merge", "shortest-rs", "dpo", "rl"], description="long2short methods to run")
-    # The embedded long model reasons ~40-60 tokens per answer, so 8, 16 and 32 cut its reasoning to
-    # about a sixth, a third and two thirds: the range where accuracy trades against tokens.
+    methods: list[str] = Field(list(METHODS), description="long2short methods to run")
+    # The embedded long model reasons 50 tokens on average (p90 73), so 8, 16 and 32 cut its reasoning to
+    # about a sixth, a third and two thirds (long: 9%, 9% and 29% on 300 held-out problems) and 64 leaves
+    # it whole (100%): the range where accuracy trades against tokens, and the ends of it.
     thinking_budgets: list[int] = Field(
-        [8, 16, 32], description="thinking budgets long and the derived models are also evaluated at"
+        [8, 16, 32, 64], description="thinking budgets long and the derived models are also evaluated at"
     )
     budget_n: int = Field(300, ge=1, description="held-out problems for the thinking-budget points")
 
@@ -74,6 +83,15 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "shortest-rs": {"limit": 8, "n": 4, "epochs": 1.0, "batch_size": 4},
     "dpo": {"limit": 8, "n": 4, "epochs": 1.0, "batch_size": 4},
     "rl": {"iterations": 2, "prompts_per_iteration": 2, "k": 2, "max_tokens": 24, "save_every": 1},
+    "budget": {
+        "iterations": 2,
+        "prompts_per_iteration": 2,
+        "k": 2,
+        "max_tokens": 24,
+        "save_every": 1,
+        "budget_min": 4,
+        "budget_max": 8,
+    },
     "eval": {"max_tokens": 24},
 }
 
@@ -84,7 +102,21 @@ DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     "sampling": {"limit": 256},
     "shortest-rs": {"limit": 256, "learning_rate": 3e-4},
     "dpo": {"limit": 256, "learning_rate": 1e-4},
-    "rl": {"learning_rate": 1e-4, "max_tokens": 64, "time_limit_minutes": 3},
+    # A fixed number of iterations and no wall-time limit, so the result does not depend on the machine's
+    # speed (30 iterations take about a minute on two idle cores; a 3-minute limit cut them to 15 on a
+    # busy machine and changed the model).
+    "rl": {"learning_rate": 1e-4, "max_tokens": 64, "iterations": 30, "time_limit_minutes": None},
+    # Budgets 8-64 span the thinking budgets the quickstart evaluates at (8, 16, 32, 64): the long model
+    # reasons 50 tokens on average (p90 73); 96 completion tokens leave room for the answer after 64.
+    "budget": {
+        "learning_rate": 2e-4,
+        "iterations": 30,
+        "time_limit_minutes": None,
+        "max_tokens": 96,
+        "budget_min": 8,
+        "budget_max": 64,
+        "budget_alpha": 0.3,
+    },
     "eval": {"max_tokens": 256},
 }
 
@@ -112,9 +144,9 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
     from l2s.embedded.build import init_family
     from l2s.methods import get_method
 
-    unknown = sorted(set(cfg.methods) - {"merge", "shortest-rs", "dpo", "rl"})
+    unknown = sorted(set(cfg.methods) - set(METHODS))
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from merge, shortest-rs, dpo, rl")
+        raise UserError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     tiny = cfg.preset == "tiny"
     over = TINY_OVERRIDES if tiny else DEFAULT_OVERRIDES
     out = Path(cfg.out).expanduser().resolve()
@@ -162,19 +194,21 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
             from l2s.methods.shortest_rs import ShortestRSConfig
             from l2s.sampling import SampleConfig
             from l2s.sampling import run as sample
+            from l2s.workdir import work_dir
 
             d = ShortestRSConfig(**over["sampling"])  # the methods' own sampling defaults
             samples = sample(
                 SampleConfig(model=str(long), task=d.task, split="train", limit=d.limit, n=d.n,
                              temperature=d.temperature, top_p=d.top_p, max_tokens=d.max_tokens,
                              batch_size=d.sample_batch_size, seed=cfg.seed,
-                             out=str(out / "work" / "long-train-samples.jsonl"), force=cfg.force)
+                             out=str(work_dir(out) / "long-train-samples.jsonl"), force=cfg.force)
             )  # fmt: skip
         shared["samples"] = str(samples)
     for method, settings in (
         ("shortest-rs", {**shared, **over["shortest-rs"]}),
         ("dpo", {**shared, **over["dpo"]}),
         ("rl", {"long": str(long), **over["rl"]}),
+        ("budget", {"long": str(long), **over["budget"]}),
     ):
         if method in cfg.methods:
             with _step(method, times):
@@ -190,6 +224,8 @@ def run(cfg: QuickstartConfig) -> tuple[Path, dict[str, str]]:
         derived_names = [name for name in models if name not in FAMILY]
         budgets = dict(thinking_budgets=cfg.thinking_budgets or None, budget_n=cfg.budget_n)
         budgets["budget_models"] = ["long", *derived_names]  # not short and long-sft: the family's own
+        # the budget model also told its budget with nothing forced (budget@Bfree): how well it keeps to it
+        budgets["uncapped_budgets"] = bool(cfg.thinking_budgets) and "budget" in models
         evaluate(EvalConfig(models=spec, n=cfg.n, out=str(out), force=cfg.force, **budgets, **over["eval"]))
 
     served = choose_served(out, cfg.cache, derived_names)
@@ -229,9 +265,10 @@ def best_short(report: dict[str, Any], candidates: list[str], points: float = SE
 
 
 def choose_served(out: Path, cache: str | Path, candidates: list[str]):
-    """Pick the served short model (`best_short`, else the family's short), calibrate auto for it and
-    long on the run's evaluation samples (`calibration-NAME.json`, tolerance `SERVE_POINTS`), and write
-    the family's pointer that `l2s serve` and `l2s ui` read. Returns the `LastRun`."""
+    """Pick the served short model (`best_short` of the candidates not made by a `NOT_SHORT` method, else
+    the family's short), calibrate auto for it and long on the run's evaluation samples
+    (`calibration-NAME.json`, tolerance `SERVE_POINTS`), and write the family's pointer that `l2s serve`
+    and `l2s ui` read. Returns the `LastRun`."""
     from l2s.checkpoint import atomic_write_text
     from l2s.confidence import calibrate
     from l2s.report import read_report
@@ -240,6 +277,7 @@ def choose_served(out: Path, cache: str | Path, candidates: list[str]):
 
     out = Path(out)
     report = read_report(out)
+    candidates = [n for n in candidates if report["models"].get(n, {}).get("method") not in NOT_SHORT]
     name = best_short(report, candidates) or "short"
     samples = {m: read_samples(out / "samples" / f"{m}.jsonl") for m in ("long", name)}
     cal = calibrate(samples[name], samples["long"], tolerance=SERVE_POINTS / 100)

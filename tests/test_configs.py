@@ -19,6 +19,7 @@ TYPED: dict[str, str] = {
     "derive_shortest_rs.yaml": "l2s.methods.shortest_rs:ShortestRSConfig",
     "derive_dpo.yaml": "l2s.methods.dpo:DPOMethodConfig",
     "derive_rl.yaml": "l2s.methods.rl:RLMethodConfig",
+    "derive_budget.yaml": "l2s.methods.budget:BudgetConfig",
     "rl_full.yaml": "l2s.rl.config:RLConfig",
     "rl_long2short.yaml": "l2s.rl.config:RLConfig",
     "serve.yaml": "l2s.server.settings:ServeSettings",
@@ -60,7 +61,8 @@ def test_accelerate_yaml_parses(name):
 
 
 def test_derive_configs_use_the_embedded_family():
-    for name in ("derive_merge.yaml", "derive_shortest_rs.yaml", "derive_dpo.yaml", "derive_rl.yaml"):
+    names = ("derive_merge.yaml", "derive_shortest_rs.yaml", "derive_dpo.yaml", "derive_rl.yaml")
+    for name in (*names, "derive_budget.yaml"):
         cfg = load_config(config_class(name), CONFIGS / name)
         assert cfg.long == "~/.cache/l2s/embedded/long"
 
@@ -82,3 +84,16 @@ def test_derive_rl_is_rl_long2short_plus_the_long_model():
     defaults = RLMethodConfig()
     drift = {k: (getattr(defaults, k), v) for k, v in rl.items() if getattr(defaults, k) != v}
     assert not drift, f"RLMethodConfig defaults differ from rl_long2short.yaml: {drift}"
+
+
+def test_derive_budget_is_budget_configs_defaults():
+    """derive_budget.yaml holds BudgetConfig's defaults (plus the long model), so `l2s derive --method
+    budget` means the same with or without it; the budget range is on and Kimi's length reward off."""
+    from l2s.methods.budget import BudgetConfig
+
+    derive = yaml.safe_load((CONFIGS / "derive_budget.yaml").read_text())
+    assert derive.pop("long") == "~/.cache/l2s/embedded/long"
+    defaults = BudgetConfig()
+    drift = {k: (getattr(defaults, k), v) for k, v in derive.items() if getattr(defaults, k) != v}
+    assert not drift, f"BudgetConfig defaults differ from derive_budget.yaml: {drift}"
+    assert derive["length_penalty_weight"] == 0 and derive["budget_min"] <= derive["budget_max"]

@@ -29,12 +29,18 @@ def test_quickstart_tiny_runs_every_step(tmp_path):
     names = set(report["models"])
     assert {"long", "short", "rl"} <= names and {f"merge-{a:g}" for a in (0.1, 0.3, 0.5, 0.7, 0.9)} <= names
     assert report["models"]["merge-0.5"]["method"] == "merge"
+    # the budget model is measured at every budget beside long (its samples: tests/test_evaluate.py)
+    assert {"budget", "budget@8", "budget@32", "long@8", "long@32"} <= names
+    assert report["models"]["budget@8"]["method"] == "budget"
+    assert (
+        report["models"]["budget@8"]["thinking_budget"] == report["models"]["long@8"]["thinking_budget"] == 8
+    )
     assert (out / "report.md").is_file() and (out / "pareto.png").stat().st_size > 10_000
     assert "where the time went:" in r.stdout
     # the next commands name this family's folder, so `l2s serve` finds the run's pointer there
     assert f"L2S_CACHE={cache.resolve()} " in r.stdout and " serve\n" in r.stdout
     pointer = json.loads((cache / "last-run.json").read_text())
-    assert pointer["short_name"] in names and Path(pointer["calibration"]).is_file()
+    assert pointer["short_name"] in names - {"budget"} and Path(pointer["calibration"]).is_file()
 
     # A second run reuses the family, the derived models and the samples.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -52,9 +58,9 @@ def test_quickstart_overrides_are_valid_method_settings(preset):
     from l2s.quickstart import DEFAULT_OVERRIDES, TINY_OVERRIDES
 
     over = DEFAULT_OVERRIDES if preset == "default" else TINY_OVERRIDES
-    assert set(over) == {"sampling", "shortest-rs", "dpo", "rl", "eval"}
+    assert set(over) == {"sampling", "shortest-rs", "dpo", "rl", "budget", "eval"}
     ShortestRSConfig(**over["sampling"])
-    for method in ("shortest-rs", "dpo", "rl"):
+    for method in ("shortest-rs", "dpo", "rl", "budget"):
         get_method(method).CONFIG(**over[method])
     EvalConfig(models="long=x", out="run", **over["eval"])
 
@@ -115,6 +121,42 @@ def test_best_short_model_is_served_by_default_with_its_own_calibration(tmp_path
     assert ServeSettings(embedded=str(family), calibration=str(tmp_path / "nope.json")).last_run() is not None
     with pytest.raises(Exception, match="calibration file not found"):
         ServeSettings(embedded=str(family), calibration=str(tmp_path / "nope.json")).threshold()
+
+
+def _add_budget_model(run: Path, tokenizer) -> Path:
+    """A budget model in the fake run, with points budget (unconstrained) and budget@16 in its report:
+    budget@16 is as accurate as long in the fewest tokens, so the effort map sends low/medium to it."""
+    from l2s.checkpoint import write_provenance
+    from l2s.embedded.model import save_random_model
+
+    path = save_random_model(run / "models" / "budget", tokenizer, seed=4)
+    write_provenance(path, method="budget", config={"budget_form": "max"})
+    report = json.loads((run / "report.json").read_text())
+    report["models"]["budget"] = _entry(1.0, 15, path, "budget")  # fewer tokens than rl, as accurate
+    report["models"]["budget@16"] = {**_entry(1.0, 12, path, "budget"), "thinking_budget": 16}
+    (run / "report.json").write_text(json.dumps(report))
+    return path
+
+
+def test_the_budget_model_is_not_served_as_short_but_at_its_effort_levels(tmp_path, pico_tokenizer):
+    from l2s.effort import write_effort
+    from l2s.quickstart import choose_served
+
+    run, family = fake_run(tmp_path, pico_tokenizer)
+    _set_report(run, "merge-0.5", mean_tokens=10)  # minimal: the family's short, not an absent merge
+    budget = _add_budget_model(run, pico_tokenizer)
+    served = choose_served(run, family, ["rl", "dpo", "merge-0.5", "budget"])
+    assert served.short_name == "rl"  # budget is shorter and as accurate, but meant to run at a budget
+    effort = json.loads(write_effort(run, calibration=served.calibration).read_text())
+    assert effort["levels"]["medium"]["point"] == "budget@16"
+    # `l2s serve` with no models given loads the budget model too, and routes its levels to it at 16
+    settings = ServeSettings(embedded=str(family))
+    served_models = settings.served_models()
+    assert (served_models[LONG], served_models[SHORT]) == (family / "long", run / "models" / "rl")
+    assert served_models["budget"] == budget
+    routes = settings.effort_routes(served_models)
+    assert (routes["medium"].model, routes["medium"].thinking_budget) == ("budget", 16)
+    assert routes["high"].model in (LONG, "budget")
 
 
 def _set_report(run: Path, name: str, **values) -> None:

@@ -150,7 +150,7 @@ def test_rl_run_writes_a_valid_checkpoint(reference_run, coin_ckpt, tiny_yaml):
     assert accuracy and 0 < sum(accuracy) < len(accuracy)  # the coin model is right some of the time
     assert (out / "training_curve.png").stat().st_size > 1000
     assert "acc" in r.stderr and "reward" in r.stderr  # per-iteration progress lines
-    assert not (out.parent / f".{out.name}.rl-work").exists()
+    assert not (out.parent / f"{out.name}.work").exists()
     # An existing output is never replaced silently.
     _one_line_error(
         l2s("--init", coin_ckpt, "--out", out, "--config", tiny_yaml), "already exists", "--force"
@@ -165,7 +165,7 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_run(tmp_path, referenc
     out = tmp_path / "out"
     args = [sys.executable, "-m", "l2s.cli", "rl", "--init", coin_ckpt, "--out", out, "--config", tiny_yaml]
     args += ["--iterations", 6, "--seed", 3]
-    state = tmp_path / ".out.rl-work" / "checkpoint" / "trainer_state.json"
+    state = tmp_path / "out.work" / "checkpoint" / "trainer_state.json"
     proc = subprocess.Popen(
         list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
     )
@@ -221,7 +221,7 @@ def test_an_unfinished_run_with_other_settings_needs_force(tmp_path, pico_ckpt):
     from l2s.errors import UserError
     from l2s.rl.trainer import _resume_state, run_fingerprint
 
-    work = tmp_path / ".out.rl-work"
+    work = tmp_path / "out.work"
     shutil.copytree(pico_ckpt, work / "checkpoint")
     cfg = RLConfig(init=str(pico_ckpt), out=str(tmp_path / "out"), tau=0.1)
     state = {"iteration": 3, "fingerprint": run_fingerprint(cfg, Path(pico_ckpt))}

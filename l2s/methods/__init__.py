@@ -1,4 +1,5 @@
-"""The long2short methods of Kimi k1.5 §2.4, one module each, in one visible registry.
+"""The long2short methods of Kimi k1.5 §2.4 and budget-conditioned RL (L1), one module each, in one
+visible registry.
 
 Every method module holds a typed config (`CONFIG`, a `l2s.config.Config`) and a linear
 `run(cfg) -> Path` that writes a checkpoint folder. Modules are imported only when picked, so
@@ -20,6 +21,7 @@ METHODS: dict[str, str] = {
     "shortest-rs": "l2s.methods.shortest_rs",
     "dpo": "l2s.methods.dpo",
     "rl": "l2s.methods.rl",
+    "budget": "l2s.methods.budget",
 }
 
 # Namespace entries that are not settings of a method.
@@ -33,7 +35,7 @@ def get_method(name: str) -> ModuleType:
     'l2s.methods.merge'
     >>> get_method("prune")
     Traceback (most recent call last):
-    l2s.errors.UserError: unknown method 'prune'; choose one of: merge, shortest-rs, dpo, rl
+    l2s.errors.UserError: unknown method 'prune'; choose one of: merge, shortest-rs, dpo, rl, budget
     """
     if name not in METHODS:
         raise UserError(f"unknown method '{name}'; choose one of: {', '.join(METHODS)}")

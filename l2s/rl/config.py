@@ -3,7 +3,8 @@
 Defaults < configs/rl_*.yaml < `l2s rl` flags (see `l2s.config.load_config`). The two shipped YAMLs are
 the report's two uses of one engine: configs/rl_full.yaml (the full RL stage: length penalty off, long
 maximum length) and configs/rl_long2short.yaml (long2short RL: penalty on after a warm-up, a much
-smaller maximum length).
+smaller maximum length). A budget range (`budget_min`, `budget_max`) turns the same engine into
+budget-conditioned RL (`l2s derive --method budget`, configs/derive_budget.yaml).
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from l2s.errors import UserError
 from l2s.rl.curriculum import STRATEGIES
 from l2s.sampling import GradedTask
+
+# Room a rollout needs after its thinking budget: the `</think>` marker, the final answer line and EOS.
+ANSWER_TOKENS = 16
 
 
 class RLConfig(GradedTask):
@@ -81,6 +86,23 @@ class RLConfig(GradedTask):
     )
     priority_floor: float = Field(0.05, ge=0, le=1, description="lowest sampling weight of a solved prompt")
 
+    # Budget-conditioned RL (L1, Aggarwal & Welleck 2025): each group's prompt states a thinking budget N
+    # drawn from [budget_min, budget_max], and the reward charges reasoning tokens against it.
+    budget_min: int | None = Field(
+        None, ge=1, description="smallest thinking budget stated in a rollout's prompt (None: off)"
+    )
+    budget_max: int | None = Field(
+        None, ge=1, description="largest thinking budget stated in a rollout's prompt (None: off)"
+    )
+    budget_alpha: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the budget penalty: α·(reasoning tokens missing the budget)/budget",
+    )
+    budget_form: Literal["max", "exact"] = Field(
+        "max", description="budget instruction: max (think at most N tokens) | exact (think exactly N tokens)"
+    )
+
     # Bookkeeping.
     save_every: int = Field(
         5, ge=1, description="checkpoint every N iterations (a run resumes from the last one)"
@@ -135,10 +157,39 @@ class RLConfig(GradedTask):
             raise ValueError(f"unknown engine '{v}'; choose hf or vllm")
         return v
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether this is budget-conditioned RL (a budget range is set)."""
+        return self.budget_min is not None or self.budget_max is not None
+
     def fingerprint(self) -> dict:
         """What must match for a run to resume: everything except run length and bookkeeping."""
         skip = {"iterations", "out", "force", "save_every", "time_limit_minutes", "threads"}
         return {k: v for k, v in self.model_dump().items() if k not in skip}
+
+
+def check_budget(cfg: RLConfig) -> None:
+    """Raise a one-line `UserError` unless the budget settings make a budget-conditioned run (or are off)."""
+    if not cfg.budgeted:
+        return
+    if cfg.budget_min is None or cfg.budget_max is None:
+        raise UserError("budget-conditioned RL needs both --budget-min and --budget-max")
+    if cfg.budget_min > cfg.budget_max:
+        raise UserError(
+            f"the budget range is empty: --budget-min {cfg.budget_min} is above --budget-max "
+            f"{cfg.budget_max}; lower --budget-min or raise --budget-max"
+        )
+    if cfg.budget_max + ANSWER_TOKENS > cfg.max_tokens:
+        raise UserError(
+            f"--budget-max {cfg.budget_max} plus {ANSWER_TOKENS} tokens for the answer is above --max-tokens "
+            f"{cfg.max_tokens} (the longest rollout); raise --max-tokens to at least "
+            f"{cfg.budget_max + ANSWER_TOKENS} or lower --budget-max to at most {cfg.max_tokens - ANSWER_TOKENS}"
+        )
+    if cfg.length_penalty_weight > 0:
+        raise UserError(
+            "budget-conditioned RL replaces Kimi's length reward with the budget penalty; "
+            "set --length-penalty-weight 0 (tune --budget-alpha instead)"
+        )
 
 
 # The shipped stages in code, so `l2s init` and `l2s derive --method rl` work from an installed package

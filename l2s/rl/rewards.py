@@ -8,13 +8,23 @@ The length reward is Kimi's, computed within each group of k samples, in tokens 
 tokenizer: λ = 0.5 − (len − min_len)/(max_len − min_len); a correct response earns λ, a wrong one
 min(0, λ); all lengths equal → 0. The report adds it to the task reward with a weight after a warm-up
 of plain RL ("turning it on from the start slowed training"). No library ships it, hence this module.
+
+Budget-conditioned RL (L1 / LCPO, Aggarwal & Welleck 2025, arXiv 2503.04697) replaces the length reward
+with a penalty against the thinking budget N stated in the prompt, in reasoning tokens (those inside the
+think block): form "max" charges only the tokens over N, α·max(0, used − N)/N (L1-Max's "at most");
+form "exact" charges any miss, α·|used − N|/N (L1-Exact).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from l2s.grading import grade
+
+if TYPE_CHECKING:
+    from l2s.rl.config import RLConfig
+    from l2s.rl.rollouts import Group
 
 
 def correctness_reward(
@@ -132,3 +142,145 @@ def kimi_reward(
     repeat = repeat_penalty(completions, repeated, penalty=repeat_weight)
     total = [c + length_weight * n + p for c, n, p in zip(correct_f, length, repeat, strict=True)]
     return {"reward": total, "correct": correct_f, "length": length, "repeat": repeat}
+
+
+def budget_penalty(used: int, budget: int, form: str = "max") -> float:
+    """How far `used` reasoning tokens miss a budget of `budget`, as a fraction of the budget (≥ 0).
+
+    "max" (at most N): only the overrun counts:
+    >>> [budget_penalty(u, 20) for u in (10, 20, 30)]
+    [0.0, 0.0, 0.5]
+
+    "exact" (exactly N): under and over count alike:
+    >>> [budget_penalty(u, 20, "exact") for u in (10, 20, 30)]
+    [0.5, 0.0, 0.5]
+    """
+    if budget < 1:
+        raise ValueError(f"a thinking budget must be >= 1 token, got {budget}")
+    if form == "max":
+        return max(0, used - budget) / budget
+    if form == "exact":
+        return abs(used - budget) / budget
+    raise ValueError(f"unknown budget form '{form}'; choose max or exact")
+
+
+def budget_reward(
+    completions: Sequence[str],
+    reasoning_tokens: Sequence[int],
+    budget: Sequence[int],
+    alpha: float = 1.0,
+    form: str = "max",
+    **_,
+) -> list[float]:
+    """−alpha · `budget_penalty` per completion: `reasoning_tokens` against the `budget` its prompt stated.
+
+    >>> budget_reward(["a", "b", "c"], reasoning_tokens=[8, 16, 24], budget=[16, 16, 16], alpha=0.5)
+    [0.0, 0.0, -0.25]
+    >>> budget_reward(["a", "b", "c"], reasoning_tokens=[8, 16, 24], budget=[16, 16, 16], form="exact")
+    [-0.5, 0.0, -0.5]
+    """
+    if not len(completions) == len(reasoning_tokens) == len(budget):
+        raise ValueError(f"budget_reward: {len(completions)} completions but {len(budget)} budgets")
+    return [0.0 - alpha * budget_penalty(u, n, form) for u, n in zip(reasoning_tokens, budget, strict=True)]
+
+
+def budgeted_reward(
+    completions: Sequence[str],
+    answer: Sequence[str],
+    reasoning_tokens: Sequence[int],
+    budget: Sequence[int],
+    repeated: Sequence[bool],
+    alpha: float = 1.0,
+    form: str = "max",
+    repeat_weight: float = 0.0,
+    grader: str = "flexible",
+    think_opened: bool = False,
+) -> dict[str, list[float]]:
+    """The budget-conditioned RL reward and its parts: correctness + budget penalty + repeat penalty.
+
+    Under, at and over a budget of 8 ("max": only the overrun costs):
+    >>> done = ["<think>\\nx\\n</think>\\nAnswer: 4"] * 3
+    >>> budgeted_reward(done, ["4"] * 3, [4, 8, 12], [8] * 3, [False] * 3, alpha=1.0)["reward"]
+    [1.0, 1.0, 0.5]
+
+    "exact": missing the budget either way costs; a wrong answer earns nothing to offset it:
+    >>> parts = budgeted_reward(done, ["4", "4", "5"], [4, 8, 12], [8] * 3, [False] * 3, form="exact")
+    >>> parts["reward"], parts["budget"]
+    ([0.5, 1.0, -0.5], [-0.5, 0.0, -0.5])
+    """
+    correct = correctness_reward(completions, answer, grader=grader, think_opened=think_opened)
+    budget_part = budget_reward(completions, reasoning_tokens, budget, alpha=alpha, form=form)
+    repeat = repeat_penalty(completions, repeated, penalty=repeat_weight)
+    total = [c + b + p for c, b, p in zip(correct, budget_part, repeat, strict=True)]
+    return {"reward": total, "correct": correct, "budget": budget_part, "repeat": repeat}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rewards of an RL iteration's finished rollout groups.
+
+
+def score_groups(
+    cfg: RLConfig,
+    groups: Sequence[Group],
+    texts: Sequence[str],
+    markers: Any,
+    eos_ids: set[int],
+    length_weight: float,
+) -> dict[str, list]:
+    """The rewards (and their parts) of an iteration's finished groups, `texts` their decoded rollouts:
+    Kimi's (correctness + length), or the budget-conditioned one (correctness − budget penalty), whose
+    parts also hold each rollout's reasoning tokens."""
+    from l2s.engines.completion import opens_think
+
+    if not groups:
+        return {"reward": [], "correct": []}
+    trajs = [t for g in groups for t in g.trajectories]
+    common = dict(
+        answer=[g.problem.answer for g in groups for _ in g.trajectories],
+        repeated=[t.repeated for t in trajs],
+        repeat_weight=cfg.repeat_penalty,
+        grader=cfg.grader,
+        think_opened=opens_think(groups[0].prompt_text),
+    )
+    if not cfg.budgeted:
+        tokens = [t.completion_tokens for t in trajs]
+        return kimi_reward(
+            texts, completion_tokens=tokens, group_size=cfg.k, length_weight=length_weight, **common
+        )
+    reasoning = [
+        budget_tokens(_without_eos(t.token_ids, eos_ids), markers, opens_think(g.prompt_text))
+        for g in groups
+        for t in g.trajectories
+    ]
+    budgets = [g.budget for g in groups for _ in g.trajectories]
+    parts = budgeted_reward(
+        texts,
+        reasoning_tokens=reasoning,
+        budget=budgets,
+        alpha=cfg.budget_alpha,
+        form=cfg.budget_form,
+        **common,
+    )
+    return parts | {"reasoning_tokens": reasoning}
+
+
+def budget_tokens(ids: Sequence[int], markers: Any, think_opened: bool = False) -> int:
+    """The reasoning tokens a rollout is charged against its budget: those inside the think block.
+
+    A completion that does not open the think block itself is thinking from its first token, as if the
+    template had opened it: otherwise a policy could drop `<think>`, reason in the open and answer after a
+    bare `</think>` at no cost (a sampled rollout does that now and then, and RL spreads it quickly).
+
+    >>> from l2s.engines.completion import ThinkMarkers
+    >>> m = ThinkMarkers(open_ids=(1,), close_ids=(2,))
+    >>> budget_tokens([1, 7, 7, 2, 9], m), budget_tokens([7, 7, 7, 2, 9], m), budget_tokens([9, 9], m)
+    (2, 3, 2)
+    """
+    from l2s.engines.completion import count_reasoning_tokens
+
+    opened = think_opened or tuple(ids[: len(markers.open_ids)]) != tuple(markers.open_ids)
+    return count_reasoning_tokens(ids, markers, think_opened=opened)
+
+
+def _without_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
+    return ids[:-1] if ids and ids[-1] in eos_ids else ids

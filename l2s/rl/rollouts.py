@@ -103,6 +103,7 @@ class Group:
     prompt_ids: list[int]
     started: int
     trajectories: list[Trajectory]
+    budget: int | None = None  # budget-conditioned RL: the thinking budget the prompt states (all k share it)
 
     @property
     def done(self) -> bool:
@@ -117,7 +118,8 @@ class Group:
             Trajectory(t["sample_idx"], [Segment(**s) for s in t["segments"]], t["finish_reason"])
             for t in d["trajectories"]
         ]
-        return cls(Problem(**d["problem"]), d["prompt_text"], d["prompt_ids"], d["started"], trajs)
+        problem = Problem(**d["problem"])
+        return cls(problem, d["prompt_text"], d["prompt_ids"], d["started"], trajs, d.get("budget"))
 
 
 def loss_mask(traj: Trajectory, iteration: int, mask_old_segments: bool) -> list[int]:
@@ -151,9 +153,16 @@ class PartialRollouts:
         self.buffer: list[Group] = []
 
     def start(
-        self, problem: Problem, prompt_text: str, prompt_ids: list[int], k: int, iteration: int
+        self,
+        problem: Problem,
+        prompt_text: str,
+        prompt_ids: list[int],
+        k: int,
+        iteration: int,
+        budget: int | None = None,
     ) -> Group:
-        group = Group(problem, prompt_text, list(prompt_ids), iteration, [Trajectory(j) for j in range(k)])
+        trajs = [Trajectory(j) for j in range(k)]
+        group = Group(problem, prompt_text, list(prompt_ids), iteration, trajs, budget)
         self.buffer.append(group)
         return group
 
@@ -256,3 +265,17 @@ class RolloutEngine:
 
 def iteration_seed(seed: int, iteration: int, rank: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{iteration}:{rank}".encode()).digest()[:4], "big")
+
+
+def draw_budget(seed: int, iteration: int, problem_id: str, low: int, high: int) -> int:
+    """The thinking budget of a group: uniform over [low, high], fixed by (seed, iteration, problem id).
+
+    No random state is involved, so a resumed run (and every process) draws the same budget.
+
+    >>> draw_budget(0, 3, "arith-train-000001", 8, 64) == draw_budget(0, 3, "arith-train-000001", 8, 64)
+    True
+    >>> sorted({draw_budget(0, i, "p", 8, 10) for i in range(50)})
+    [8, 9, 10]
+    """
+    digest = hashlib.sha256(f"budget:{seed}:{iteration}:{problem_id}".encode()).digest()
+    return low + int.from_bytes(digest[:8], "big") % (high - low + 1)

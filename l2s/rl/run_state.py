@@ -1,21 +1,21 @@
-"""The state of an RL run on disk: <out>.rl-work/ beside the output holds the last checkpoint, the
-metrics of every iteration (metrics.jsonl) and the training curve; a run resumes from it only with the
-same settings (its fingerprint), and a checkpoint torn by a kill is skipped.
+"""The state of an RL run on disk: OUT.work/ beside the output (l2s.workdir's layout) holds the last
+checkpoint, the metrics of every iteration (metrics.jsonl) and the training curve. A run resumes from it
+only with the same settings and initial weights (its fingerprint, saved in the checkpoint's
+trainer_state.json and compared by l2s.workdir's guard), and a checkpoint torn by a kill is skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from l2s.checkpoint import (
-    checkpoint_is_complete,
-)
-from l2s.errors import UserError
+from l2s import workdir
+from l2s.checkpoint import checkpoint_is_complete
 from l2s.rl.config import RLConfig
 
 STATE_FILE = "trainer_state.json"
@@ -25,7 +25,8 @@ CURVE_FILE = "training_curve.png"
 
 
 def work_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.rl-work"
+    """OUT.work beside the output (l2s.workdir.work_dir)."""
+    return workdir.work_dir(out)
 
 
 def _find_checkpoint(work: Path) -> Path | None:
@@ -45,23 +46,23 @@ def _find_checkpoint(work: Path) -> Path | None:
 
 
 def run_fingerprint(cfg: RLConfig, init: Path) -> dict[str, Any]:
-    """What must match for a run to resume: the settings, and the initial weights (names, sizes, mtimes)."""
-    files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in init.glob("*.safetensors"))
-    return json.loads(json.dumps({"config": cfg.fingerprint(), "init_weights": files}))
+    """What must match for a run to resume: the settings, and the initial weights
+    (l2s.workdir.weights_fingerprint)."""
+    return workdir.as_saved({"config": cfg.fingerprint(), "init_weights": workdir.weights_fingerprint(init)})
 
 
 def _resume_state(cfg: RLConfig, init: Path, work: Path) -> tuple[Path | None, dict[str, Any]]:
+    """(checkpoint, its trainer state) to resume from, or (None, {}) to start fresh: no whole checkpoint,
+    or one of a run with other settings under --force (the caller then discards `work`). Without --force
+    such a run is refused (l2s.workdir.check_same_settings)."""
     ckpt = _find_checkpoint(work)
     if ckpt is None:
         return None, {}
     state = json.loads((ckpt / STATE_FILE).read_text())
-    if state.get("fingerprint") != run_fingerprint(cfg, init):
-        if not cfg.force:
-            raise UserError(
-                f"{work} holds an unfinished run with other settings; rerun it unchanged to resume, "
-                "or pass --force to discard it"
-            )
+    saved, current = state.get("fingerprint") or {}, run_fingerprint(cfg, init)
+    if cfg.force and workdir.differing(saved, current):
         return None, {}
+    workdir.check_same_settings(work, saved, current)
     return ckpt, state
 
 
@@ -85,21 +86,24 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
 
 
 def plot_curve(rows: list[dict[str, Any]], path: Path) -> None:
-    """Reward, rollout accuracy and mean completion tokens per iteration (matplotlib, Agg)."""
+    """Reward, rollout accuracy and mean completion tokens per iteration (matplotlib, Agg); for
+    budget-conditioned RL also the budget adherence (share of rollouts within their budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(
-        axes,
-        ("reward", "accuracy", "mean_tokens"),
-        ("mean reward", "rollout accuracy", "mean completion tokens"),
-        strict=True,
-    ):
-        ax.plot(its, [r[key] for r in rows], marker="o", ms=3)
+    panels = {
+        "reward": "mean reward",
+        "accuracy": "rollout accuracy",
+        "mean_tokens": "mean completion tokens",
+    }
+    if any("adherence" in r for r in rows):
+        panels["adherence"] = "budget adherence"
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6))
+    for ax, (key, label) in zip(axes, panels.items(), strict=True):
+        ax.plot(its, [r.get(key, math.nan) for r in rows], marker="o", ms=3)
         ax.set_xlabel("iteration")
         ax.set_title(label)
         ax.grid(alpha=0.3)

@@ -3,7 +3,8 @@
 One iteration, as the report describes it:
   1. draw prompts (curriculum / prioritized sampling) and roll out k samples each from π_θi, the
      policy at the start of the iteration (partial rollouts: long ones continue next iteration);
-  2. score them: correctness from the shared grader (+ Kimi's length reward after its warm-up);
+  2. score them: correctness from the shared grader (+ Kimi's length reward after its warm-up; or, for
+     budget-conditioned RL, minus the reasoning tokens spent past the budget each prompt states);
   3. snapshot log π_θi(y|x) of every finished response — the iteration's reference;
   4. reset the optimizer and take gradient steps on the mirror-descent surrogate (l2s.rl.loss).
 Checkpoints every `save_every` iterations (atomic) let a killed run resume where it stopped.
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from l2s.budget import METHOD
 from l2s.checkpoint import (
     atomic_dir,
     atomic_write_text,
@@ -42,8 +44,8 @@ from l2s.checkpoint import (
 )
 from l2s.errors import UserError
 from l2s.grading import grade
-from l2s.rl.config import RLConfig
-from l2s.rl.rollouts import RolloutEngine, iteration_seed
+from l2s.rl.config import RLConfig, check_budget
+from l2s.rl.rollouts import RolloutEngine, draw_budget, iteration_seed
 from l2s.rl.run_state import (
     CURVE_FILE,
     METRICS_FILE,
@@ -92,6 +94,7 @@ def _check_inputs(cfg: RLConfig) -> tuple[Path, Path, list[Problem]]:
         raise UserError("no initial checkpoint: pass --init CKPT (e.g. ~/.cache/l2s/embedded/long-sft)")
     if not cfg.out:
         raise UserError("no output folder: pass --out DIR")
+    check_budget(cfg)
     init = validate_checkpoint(cfg.init)
     out = Path(cfg.out).expanduser()
     if out.resolve() == init.resolve():
@@ -230,15 +233,15 @@ def run_rl(cfg: RLConfig) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from l2s.budget import with_budget
     from l2s.engines.completion import (
         ThinkMarkers,
         decode_completion,
         eos_token_ids,
-        opens_think,
         render_prompt,
     )
     from l2s.rl.curriculum import PromptSampler
-    from l2s.rl.rewards import kimi_reward, length_weight_at
+    from l2s.rl.rewards import length_weight_at, score_groups
     from l2s.rl.rollouts import PartialRollouts, loss_mask
 
     if cfg.threads is not None:
@@ -247,11 +250,14 @@ def run_rl(cfg: RLConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(init)
 
     @functools.cache
-    def prompt_text(p: Problem) -> str:
-        return render_prompt(tokenizer, p.messages()).text
+    def prompt_text(p: Problem, budget: int | None = None) -> str:
+        """The rendered prompt; with a budget, its user turn states it exactly as served (l2s.budget)."""
+        messages = p.messages() if budget is None else with_budget(p.messages(), budget, cfg.budget_form)
+        return render_prompt(tokenizer, messages).text
 
     longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:32]
-    _check_lengths(cfg, tokenizer, AutoConfig.from_pretrained(init), [prompt_text(p) for p in longest])
+    texts = [prompt_text(p, cfg.budget_max) for p in longest]
+    _check_lengths(cfg, tokenizer, AutoConfig.from_pretrained(init), texts)
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     work = work_dir(out)
@@ -324,8 +330,13 @@ def run_rl(cfg: RLConfig) -> Path:
         # 1. prompts and rollouts from π_θi
         batch = sampler.sample(cfg.prompts_per_iteration, iteration)[rank::world]
         for p in batch:
-            text = prompt_text(p)
-            rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration)
+            budget = (
+                draw_budget(cfg.seed, iteration, p.id, cfg.budget_min, cfg.budget_max)
+                if cfg.budgeted
+                else None
+            )
+            text = prompt_text(p, budget)
+            rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration, budget)
         engine.refresh(accelerator, model, iteration_seed(cfg.seed, iteration, rank))
         groups = rollouts.step(engine.generate, engine.decode, iteration)
         engine.release()
@@ -334,21 +345,7 @@ def run_rl(cfg: RLConfig) -> Path:
         texts = [decode_completion(tokenizer, t.token_ids, markers) for g in groups for t in g.trajectories]
         trajs = [t for g in groups for t in g.trajectories]
         length_weight = length_weight_at(iteration, cfg.length_penalty_weight, cfg.length_penalty_warmup)
-        parts = (
-            kimi_reward(
-                texts,
-                [g.problem.answer for g in groups for _ in g.trajectories],
-                [t.completion_tokens for t in trajs],
-                [t.repeated for t in trajs],
-                group_size=cfg.k,
-                length_weight=length_weight,
-                repeat_weight=cfg.repeat_penalty,
-                grader=cfg.grader,
-                think_opened=bool(groups) and opens_think(prompt_text(groups[0].problem)),
-            )
-            if groups
-            else {"reward": [], "correct": [], "length": [], "repeat": []}
-        )
+        parts = score_groups(cfg, groups, texts, markers, eos_ids, length_weight)
         # 3–4. reference snapshot and gradient steps (every process steps together, even with no groups)
         rows = [
             (
@@ -380,6 +377,8 @@ def run_rl(cfg: RLConfig) -> Path:
                     "reward": parts["reward"],
                     "correct": parts["correct"],
                     "tokens": [t.completion_tokens for t in trajs],
+                    "budgets": [g.budget for g in groups for _ in g.trajectories if g.budget is not None],
+                    "reasoning": parts.get("reasoning_tokens", []),
                     "trained_tokens": sum(sum(m) for _, m in rows),
                     "repeats": sum(t.repeated for t in trajs),
                     "truncated": sum(t.finish_reason == "length" for t in trajs),
@@ -393,9 +392,10 @@ def run_rl(cfg: RLConfig) -> Path:
         metrics.append(row)
         if accelerator.is_main_process:
             _append_metrics(work / METRICS_FILE, row)
+            adherence = f"  adherence {row['adherence']:.1%}" if "adherence" in row else ""
             tqdm.write(
                 f"iter {iteration + 1}/{cfg.iterations}  reward {row['reward']:.3f}  acc {row['accuracy']:.1%}  "
-                f"tokens {row['mean_tokens']:.1f}  groups {row['groups']}  kl {row['kl_term']:.4f}  "
+                f"tokens {row['mean_tokens']:.1f}{adherence}  groups {row['groups']}  kl {row['kl_term']:.4f}  "
                 f"{row['iteration_s']:.1f}s (rollout {t_rollout:.1f}s)",
                 file=sys.stderr,
             )
@@ -427,11 +427,12 @@ def run_rl(cfg: RLConfig) -> Path:
             trained = [r for r in metrics if r["rollouts"]]
             if trained:
                 last = trained[-3:]
-                for key in ("reward", "accuracy", "mean_tokens"):
-                    summary[f"last3_{key}"] = sum(r[key] for r in last) / len(last)
+                for key in ("reward", "accuracy", "mean_tokens", "adherence"):
+                    if key in last[0]:
+                        summary[f"last3_{key}"] = sum(r[key] for r in last) / len(last)
             write_provenance(
                 tmp,
-                method="rl",
+                method=METHOD if cfg.budgeted else "rl",
                 parents={"init": str(init)},
                 config=cfg.model_dump(exclude={"force"}),
                 metrics=summary,
@@ -456,6 +457,17 @@ def _metrics_row(
     correct = [c for s in shared for c in s["correct"]]
     tokens = [n for s in shared for n in s["tokens"]]
     n = max(1, len(rewards))
+    budgets = [b for s in shared for b in s["budgets"]]
+    used = [u for s in shared for u in s["reasoning"]]
+    budget = {}
+    if budgets:  # budget-conditioned RL: how well the rollouts kept to the budgets their prompts stated
+        pairs = list(zip(used, budgets, strict=True))
+        budget = {
+            "mean_budget": sum(budgets) / len(budgets),
+            "mean_reasoning_tokens": sum(used) / len(used),
+            "adherence": sum(u <= b for u, b in pairs) / len(pairs),
+            "budget_error": sum(abs(u - b) / b for u, b in pairs) / len(pairs),
+        }
     return {
         "iteration": iteration,
         "reward": sum(rewards) / n if rewards else math.nan,
@@ -468,6 +480,7 @@ def _metrics_row(
         "truncated_rate": sum(s["truncated"] for s in shared) / n,
         "buffered_groups": sum(s["buffered"] for s in shared),
         "length_weight": length_weight,
+        **budget,
         **train,
         "rollout_s": round(t_rollout, 3),
         "train_s": round(t_train, 3),
