@@ -75,6 +75,13 @@ def test_rl_needs_the_long_model(tmp_path):
         run(RLMethodConfig(out=str(tmp_path / "o")))
 
 
+def test_rl_refuses_a_budget_range(tmp_path):
+    from l2s.errors import UserError
+
+    with pytest.raises(UserError, match="use --method budget"):
+        run(RLMethodConfig(long="x", out=str(tmp_path / "o"), budget_min=8, budget_max=16))
+
+
 def test_cli_bad_rl_arguments(pico_ckpt, tmp_path):
     assert_one_line_error(
         derive("--long", pico_ckpt, "--n", "4", "--out", tmp_path / "o"), "--n does not apply to --method rl"

@@ -48,6 +48,11 @@ def run(cfg: RLMethodConfig) -> Path:
         and Path(cfg.long).expanduser().resolve() != Path(cfg.init).expanduser().resolve()
     ):
         raise UserError(f"--long {cfg.long} and init {cfg.init} disagree; rl starts from --long, drop init")
+    if cfg.budget_min is not None or cfg.budget_max is not None:
+        raise UserError(
+            "--budget-min/--budget-max make a budget-conditioned model: use --method budget (rl is Kimi's "
+            "long2short RL with the length penalty)"
+        )
     init = cfg.long or cfg.init
     if init is None:
         raise UserError("rl needs --long (the long-CoT checkpoint to start from) and --out")
