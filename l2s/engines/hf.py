@@ -34,8 +34,8 @@ from l2s.engines.completion import (
     decode_completion,
     eos_token_ids,
     make_generation,
-    prompt_as_sent,
     render_prompt,
+    sent_by,
 )
 
 
@@ -234,9 +234,7 @@ class HFEngine:
 
     def render(self, prompt: Prompt, params: SamplingParams) -> RenderedPrompt:
         """The prompt as this engine sends it under `params` (budget instruction included), tokenized."""
-        return render_prompt(
-            self.tokenizer, prompt_as_sent(prompt, params.max_thinking_tokens, self.budget_form)
-        )
+        return render_prompt(self.tokenizer, sent_by(self, prompt, params))
 
     def _close_ids(self) -> tuple[int, ...]:
         if self.budget_close_text:

@@ -36,8 +36,8 @@ from l2s.engines.completion import (
     ThinkMarkers,
     eos_token_ids,
     make_generation,
-    prompt_as_sent,
     render_prompt,
+    sent_by,
 )
 
 _REQUEST_IDS = itertools.count()
@@ -133,9 +133,7 @@ class VLLMEngine:
 
     def render(self, prompt: Prompt, params: SamplingParams) -> RenderedPrompt:
         """The prompt as this engine sends it under `params` (budget instruction included), tokenized."""
-        return render_prompt(
-            self.tokenizer, prompt_as_sent(prompt, params.max_thinking_tokens, self.budget_form)
-        )
+        return render_prompt(self.tokenizer, sent_by(self, prompt, params))
 
     # Weight updates in place (RL): vLLM's worker entry point, then no KV block of the old weights is reused.
 
