@@ -14,7 +14,6 @@ No library ships this convention, hence this module.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,10 @@ def budget_form(model_path: str | Path) -> str | None:
     >>> budget_form("/nonexistent") is None
     True
     """
+    from l2s.checkpoint import read_provenance
+
     try:
-        record = json.loads((Path(model_path) / "l2s.json").read_text())
+        record = read_provenance(model_path)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("method") != METHOD:
