@@ -232,13 +232,13 @@ def _check_models(cfg: EvalConfig) -> dict[str, Path]:
 
 
 def budget_conditioned(cfg: EvalConfig, models: dict[str, Path]) -> set[str]:
-    """The models that get budget points and read a budget from their prompt (`l2s.budget.budget_form`)."""
-    from l2s.budget import budget_form
+    """The models that get budget points and read a budget from their prompt (`l2s.budget.budget_prompt`)."""
+    from l2s.budget import budget_prompt
 
     return {
         name
         for name, path in models.items()
-        if (cfg.budget_models is None or name in cfg.budget_models) and budget_form(path) is not None
+        if (cfg.budget_models is None or name in cfg.budget_models) and budget_prompt(path) is not None
     }
 
 

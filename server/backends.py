@@ -16,7 +16,7 @@ import copy
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from l2s.engines.base import Generation, Prompt, SamplingParams
 from l2s.engines.completion import (
@@ -29,6 +29,9 @@ from l2s.engines.completion import (
 )
 from l2s.server.batching import Batcher, TokenSink
 
+if TYPE_CHECKING:
+    from l2s.budget import BudgetPrompt
+
 
 class Backend(Protocol):
     name: str
@@ -37,7 +40,7 @@ class Backend(Protocol):
     markers: ThinkMarkers
     eos_ids: set[int]
     context_length: int  # prompt + completion tokens the model can attend to
-    budget_form: str | None  # the budget instruction's form for a budget-conditioned model, else None
+    budget_prompt: BudgetPrompt | None  # how a budget-conditioned model is told its budget, else None
 
     async def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, on_token: TokenSink | None = None
@@ -55,11 +58,11 @@ class Backend(Protocol):
 
 class _Rendering:
     tokenizer: Any
-    budget_form: str | None
+    budget_prompt: BudgetPrompt | None
 
     def render(self, prompt: Prompt, max_thinking_tokens: int | None) -> RenderedPrompt:
         """The prompt as the engine sends it: with a budget-conditioned model's budget instruction."""
-        return render_prompt(self.tokenizer, prompt_as_sent(prompt, max_thinking_tokens, self.budget_form))
+        return render_prompt(self.tokenizer, prompt_as_sent(prompt, max_thinking_tokens, self.budget_prompt))
 
     def prompt_info(self, prompt: Prompt, max_thinking_tokens: int | None = None) -> tuple[int, bool]:
         rendered = self.render(prompt, max_thinking_tokens)
@@ -79,7 +82,7 @@ class HFBackend(_Rendering):
             self.engine.markers,
             self.engine.eos_ids,
         )
-        self.budget_form = self.engine.budget_form  # the engine writes the instruction itself
+        self.budget_prompt = self.engine.budget_prompt  # the engine writes the instruction itself
         self.context_length = int(getattr(self.engine.model.config, "max_position_embeddings", 2**31))
         self.batcher = Batcher(self.engine, max_batch=max_batch, wait_s=wait_s, on_depth=on_depth)
         self.batcher.start()
@@ -112,7 +115,7 @@ class VLLMBackend(_Rendering):
     ) -> None:
         from transformers import AutoTokenizer
 
-        from l2s.budget import budget_form
+        from l2s.budget import budget_prompt
         from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
 
         vllm_environment(in_process=False)  # AsyncLLM runs its engine core in its own process
@@ -123,7 +126,7 @@ class VLLMBackend(_Rendering):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.markers = ThinkMarkers.of(self.tokenizer)
         self.eos_ids = eos_token_ids(self.tokenizer)
-        self.budget_form = budget_form(path)
+        self.budget_prompt = budget_prompt(path)
         check_engine_options(engine_options)
         args = engine_args(
             path,

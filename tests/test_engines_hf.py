@@ -194,11 +194,11 @@ def budget_ckpt(pico_ckpt, tmp_path_factory):
 
 
 def test_budget_model_states_the_budget_in_its_prompt(engine, budget_ckpt):
-    from l2s.budget import with_budget
+    from l2s.budget import BudgetPrompt, with_budget
     from l2s.engines.hf import HFEngine
 
     eng = HFEngine(budget_ckpt)
-    assert (eng.budget_form, engine.budget_form) == ("max", None)
+    assert (eng.budget_prompt, engine.budget_prompt) == (BudgetPrompt(), None)
     budget, free = SamplingParams(max_thinking_tokens=5), SamplingParams()
     sent = eng.render(MSG, budget)
     assert "Think for at most 5 tokens." in sent.text
@@ -215,8 +215,8 @@ def test_budget_model_states_the_budget_in_its_prompt(engine, budget_ckpt):
     assert got.token_ids == by_hand.token_ids
     assert got.logprobs == pytest.approx(by_hand.logprobs, abs=1e-5)
     assert got.logprobs != pytest.approx(without.logprobs, abs=1e-5)
-    assert HFEngine.from_objects(eng.model, eng.tokenizer).budget_form is None  # no l2s.json to read
-    told = HFEngine.from_objects(eng.model, eng.tokenizer, budget_form="max")
+    assert HFEngine.from_objects(eng.model, eng.tokenizer).budget_prompt is None  # no l2s.json to read
+    told = HFEngine.from_objects(eng.model, eng.tokenizer, budget_prompt=BudgetPrompt())
     assert told.render(MSG, budget).ids == sent.ids
 
 

@@ -94,11 +94,11 @@ def _record_prompts(monkeypatch, fail_at: int | None = None) -> list[list[str]]:
     calls: list[list[str]] = []
     generate = getattr(RolloutEngine.generate, "__wrapped__", RolloutEngine.generate)
 
-    def recording(self, texts, max_tokens):
+    def recording(self, texts, max_tokens, *caps):
         if fail_at is not None and len(calls) == fail_at:
             raise Killed  # the run stops mid-iteration; its last checkpoint stays
         calls.append(list(texts))
-        return generate(self, texts, max_tokens)
+        return generate(self, texts, max_tokens, *caps)
 
     recording.__wrapped__ = generate
     monkeypatch.setattr(RolloutEngine, "generate", recording)
@@ -154,6 +154,51 @@ def test_rollout_prompts_state_the_group_budget_and_it_survives_a_resume(
     assert 0 < redone < len(killed) + 1
     assert killed[:redone] + resumed == ref
     assert json.loads((out / "l2s.json").read_text())["method"] == "budget"
+
+
+@pytest.mark.slow
+def test_system_place_compulsory_think_block_and_forced_samples(budget_cfg, coin_ckpt, tmp_path, monkeypatch):
+    """With `budget_place: system` the instruction is the system turn and the user's text is untouched;
+    every rollout prompt ends inside an open think block (the template saved with the model opens it,
+    so serving renders the same prompt); with `budget_forced_share: 0.5` half of each group's samples
+    get `</think>` forced at the stated budget and never think past it."""
+    from transformers import AutoTokenizer
+
+    from l2s.budget import BudgetPrompt, budget_prompt
+    from l2s.engines.completion import ThinkMarkers, count_reasoning_tokens, opens_think, render_prompt
+    from l2s.methods.budget import run
+    from l2s.rl.rollouts import RolloutEngine
+
+    calls: list[tuple[list[str], list]] = []
+    outputs: list[list[list[int]]] = []
+    generate = RolloutEngine.generate
+
+    def recording(self, texts, max_tokens, caps=None):
+        calls.append((list(texts), list(caps) if caps is not None else [None] * len(texts)))
+        outputs.append(generate(self, texts, max_tokens, caps))
+        return outputs[-1]
+
+    monkeypatch.setattr(RolloutEngine, "generate", recording)
+    out = tmp_path / "sys"
+    cfg = budget_cfg(
+        long=str(coin_ckpt), out=str(out), iterations=1, k=4, segment_tokens=None, budget_place="system",
+        budget_forced_share=0.5,
+    )  # fmt: skip
+    run(cfg)
+    ((texts, caps),) = calls
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    markers = ThinkMarkers.of(tokenizer)
+    system = re.compile(r"<\|im_start\|>system\nThink for at most (\d+) tokens\.<\|im_end\|>")
+    for i, text in enumerate(texts):
+        (n,) = map(int, system.findall(text))
+        assert opens_think(text) and "Think for" not in text.split("<|im_start|>user", 1)[1]
+        assert caps[i] == (n if i % 4 < 2 else None)  # the first half of each group is forced
+        if caps[i] is not None:
+            assert count_reasoning_tokens(outputs[0][i], markers, think_opened=True) <= n
+    assert budget_prompt(out) == BudgetPrompt("max", "system")
+    assert opens_think(render_prompt(tokenizer, [{"role": "user", "content": "2+2?"}]).text)
+    with pytest.raises(Exception, match="partial rollouts"):
+        run(budget_cfg(long=str(coin_ckpt), out=str(tmp_path / "x"), budget_forced_share=0.5))
 
 
 def test_cli_bad_budget_arguments(pico_ckpt, coin_task, tmp_path, capsys):
@@ -216,9 +261,9 @@ def test_training_raises_budget_adherence(coin_ckpt, coin_task, tmp_path):
         "budget_max": 6,
         "budget_alpha": 2.0,
     }
-    from l2s.budget import budget_form
+    from l2s.budget import BudgetPrompt, budget_prompt
 
-    assert budget_form(out) == "max"
+    assert budget_prompt(out) == BudgetPrompt("max", "user")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["rollouts"] == 32 and r["length_weight"] == 0 for r in rows)
     assert all(2 <= r["mean_budget"] <= 6 for r in rows)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2s.engines.base import Generation, Prompt, SamplingParams
 from l2s.errors import UserError
 from l2s.grading import THINK_CLOSE, THINK_OPEN, answer_span, split_reasoning
+
+if TYPE_CHECKING:
+    from l2s.budget import BudgetPrompt
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,10 @@ def opens_think(prompt_text: str) -> bool:
     return prompt_text.rfind(THINK_OPEN) > prompt_text.rfind(THINK_CLOSE)
 
 
-def prompt_as_sent(prompt: Prompt, max_thinking_tokens: int | None, form: str | None) -> Prompt:
-    """The prompt an engine actually sends: chat messages to a budget-conditioned model (`form`, from
-    `l2s.budget.budget_form`) asked for a thinking budget end their last user turn with the budget
-    instruction (`l2s.budget.with_budget`), as in the model's training; anything else is sent as given.
+def prompt_as_sent(prompt: Prompt, max_thinking_tokens: int | None, told: BudgetPrompt | None) -> Prompt:
+    """The prompt an engine actually sends: chat messages to a budget-conditioned model (`told`, from
+    `l2s.budget.budget_prompt`) asked for a thinking budget state the budget as in the model's training
+    (`l2s.budget.BudgetPrompt.apply`); anything else is sent as given.
 
     Raw text is left alone: it is already the model's input, and where its user turn ends is the chat
     template's business, so a raw-text caller writes the instruction in itself. Messages without a user
@@ -62,27 +65,28 @@ def prompt_as_sent(prompt: Prompt, max_thinking_tokens: int | None, form: str | 
     unless `SamplingParams.budget_cap` is off (the budget is then only told).
 
     >>> msgs = [{"role": "user", "content": "2+2?"}]
-    >>> prompt_as_sent(msgs, 16, "max")[0]["content"]
+    >>> from l2s.budget import BudgetPrompt
+    >>> prompt_as_sent(msgs, 16, BudgetPrompt())[0]["content"]
     '2+2?\\nThink for at most 16 tokens.'
-    >>> prompt_as_sent(msgs, None, "max") == msgs, prompt_as_sent(msgs, 16, None) == msgs
+    >>> prompt_as_sent(msgs, 16, BudgetPrompt(place="system"))[0]
+    {'role': 'system', 'content': 'Think for at most 16 tokens.'}
+    >>> prompt_as_sent(msgs, None, BudgetPrompt()) == msgs, prompt_as_sent(msgs, 16, None) == msgs
     (True, True)
-    >>> prompt_as_sent("raw text", 16, "max")
+    >>> prompt_as_sent("raw text", 16, BudgetPrompt())
     'raw text'
     """
-    if form is None or max_thinking_tokens is None or isinstance(prompt, str):
+    if told is None or max_thinking_tokens is None or isinstance(prompt, str):
         return prompt
     if not any(m.get("role") == "user" for m in prompt):
         return prompt
-    from l2s.budget import with_budget
-
-    return with_budget(prompt, max_thinking_tokens, form)
+    return told.apply(prompt, max_thinking_tokens)
 
 
 def sent_by(engine: Any, prompt: Prompt, params: SamplingParams) -> Prompt:
     """The prompt `engine` sends for `prompt` under `params` (what a sample record should show).
 
-    An engine that has no `budget_form` (e.g. a test double) sends every prompt as given."""
-    return prompt_as_sent(prompt, params.max_thinking_tokens, getattr(engine, "budget_form", None))
+    An engine that has no `budget_prompt` (e.g. a test double) sends every prompt as given."""
+    return prompt_as_sent(prompt, params.max_thinking_tokens, getattr(engine, "budget_prompt", None))
 
 
 def render_prompt(tokenizer: Any, prompt: Prompt) -> RenderedPrompt:

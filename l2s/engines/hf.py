@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2s.engines.base import Generation, Prompt, SamplingParams, TokenCallback
 from l2s.engines.completion import (
@@ -37,6 +37,9 @@ from l2s.engines.completion import (
     render_prompt,
     sent_by,
 )
+
+if TYPE_CHECKING:
+    from l2s.budget import BudgetPrompt
 
 
 class ThinkingBudget:
@@ -155,8 +158,8 @@ class HFEngine:
     `budget_close_text` replaces the bare `</think>` forced when the thinking budget is spent, e.g.
     Qwen's "Considering the limited time by the user, I have to give the solution based on the thinking
     directly now.\n</think>.\n\n"; its tokens before `</think>` then count as reasoning tokens.
-    `budget_form` is the budget instruction form the model was trained with (`l2s.budget.budget_form`,
-    read from the checkpoint's l2s.json), None for a model that is not budget-conditioned.
+    `budget_prompt` is how the model was told its budget in training (`l2s.budget.budget_prompt`, read
+    from the checkpoint's l2s.json), None for a model that is not budget-conditioned.
     `device` defaults to the GPU when torch sees one, else the CPU (fp32 there, the checkpoint's dtype
     on a GPU); pass `--engine-options '{"device": "cpu"}'` to keep a GPU free.
     """
@@ -174,7 +177,7 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from l2s.budget import budget_form
+        from l2s.budget import budget_prompt
         from l2s.checkpoint import validate_checkpoint
 
         path = validate_checkpoint(model_path, need_chat_template=False)
@@ -191,7 +194,7 @@ class HFEngine:
         model.eval()
         self._setup(model, tokenizer, name=path.name, model_path=str(path), batch_size=batch_size)
         self.budget_close_text = budget_close_text
-        self.budget_form = budget_form(path)
+        self.budget_prompt = budget_prompt(path)
 
     @classmethod
     def from_objects(
@@ -201,15 +204,15 @@ class HFEngine:
         *,
         name: str = "policy",
         batch_size: int = 64,
-        budget_form: str | None = None,
+        budget_prompt: BudgetPrompt | None = None,
     ) -> HFEngine:
         """Wrap an in-memory model (e.g. the RL policy) without saving it first.
 
-        There is no l2s.json to read, so the model is budget-conditioned only when `budget_form` says so."""
+        There is no l2s.json to read, so the model is budget-conditioned only when `budget_prompt` says so."""
         engine = cls.__new__(cls)
         engine._setup(model, tokenizer, name=name, model_path=name, batch_size=batch_size)
         engine.budget_close_text = None
-        engine.budget_form = budget_form
+        engine.budget_prompt = budget_prompt
         return engine
 
     def _setup(self, model: Any, tokenizer: Any, *, name: str, model_path: str, batch_size: int) -> None:

@@ -77,7 +77,7 @@ class VLLMEngine:
         engine_options: dict[str, Any] | None = None,
         **llm_kwargs: Any,
     ):
-        from l2s.budget import budget_form
+        from l2s.budget import budget_prompt
         from l2s.checkpoint import validate_checkpoint
         from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
 
@@ -119,7 +119,7 @@ class VLLMEngine:
         self.name, self.model_path = path.name, str(path)
         self.markers = ThinkMarkers.of(self._tokenizer)
         self.eos_ids = eos_token_ids(self._tokenizer, _generation_config(path))
-        self.budget_form = budget_form(path)  # None unless the model is budget-conditioned
+        self.budget_prompt = budget_prompt(path)  # None unless the model is budget-conditioned
 
     @property
     def tokenizer(self) -> Any:

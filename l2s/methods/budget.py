@@ -10,7 +10,7 @@ length reward is off: the budget penalty replaces it. So the model learns to rea
 prompt, and serving states the same sentence wherever a budget is asked for.
 
 The engine is l2s's own Kimi RL loop (`l2s.rl.trainer.run_rl`), started from the long model; its
-checkpoint's l2s.json says `method: budget` and records the budget settings (`l2s.budget.budget_form`
+checkpoint's l2s.json says `method: budget` and records the budget settings (`l2s.budget.budget_prompt`
 reads the form from it). The defaults are those of configs/derive_budget.yaml (tests/test_configs.py
 keeps the two equal).
 """
@@ -42,6 +42,10 @@ class BudgetConfig(RLMethodConfig):
     )
     budget_form: Literal["max", "exact"] = Field(
         "max", description="budget instruction: max (think at most N tokens) | exact (think exactly N tokens)"
+    )
+    budget_place: Literal["user", "system"] = Field(
+        "user",
+        description="where the budget instruction goes: user (end of the user turn, as L1) | system (the system turn)",
     )
     length_penalty_weight: float = Field(
         0.0, ge=0, description="Kimi's length reward: must stay 0 (the budget penalty replaces it)"

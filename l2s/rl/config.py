@@ -102,6 +102,16 @@ class RLConfig(GradedTask):
     budget_form: Literal["max", "exact"] = Field(
         "max", description="budget instruction: max (think at most N tokens) | exact (think exactly N tokens)"
     )
+    budget_forced_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of each group's samples that get </think> forced at the stated budget, as served",
+    )
+    budget_place: Literal["user", "system"] = Field(
+        "user",
+        description="where the budget instruction goes: user (end of the user turn, as L1) | system (the system turn)",
+    )
 
     # Bookkeeping.
     save_every: int = Field(
@@ -184,6 +194,12 @@ def check_budget(cfg: RLConfig) -> None:
             f"--budget-max {cfg.budget_max} plus {ANSWER_TOKENS} tokens for the answer is above --max-tokens "
             f"{cfg.max_tokens} (the longest rollout); raise --max-tokens to at least "
             f"{cfg.budget_max + ANSWER_TOKENS} or lower --budget-max to at most {cfg.max_tokens - ANSWER_TOKENS}"
+        )
+    if cfg.budget_forced_share > 0 and cfg.segment_tokens is not None:
+        raise UserError(
+            f"--budget-forced-share {cfg.budget_forced_share} cannot be used with partial rollouts "
+            f"(--segment-tokens {cfg.segment_tokens}): a forced budget counts from the start of the think "
+            "block; drop one of the two"
         )
     if cfg.length_penalty_weight > 0:
         raise UserError(

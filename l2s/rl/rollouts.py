@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from l2s.rl.config import RLConfig
 
 # generate(texts, max_tokens) -> one list of token ids per text (EOS included when the row stopped).
-GenerateFn = Callable[[list[str], int], list[list[int]]]
+# generate(texts, max_tokens) -> token ids per text; called as generate(texts, max_tokens, caps) when some
+# trajectory has a thinking cap (budget-conditioned RL), caps[i] being row i's (or None).
+GenerateFn = Callable[..., list[list[int]]]
 
 
 def ends_in_repeat(
@@ -76,6 +78,9 @@ class Trajectory:
     sample_idx: int
     segments: list[Segment] = field(default_factory=list)
     finish_reason: str | None = None  # None while running; then "stop" | "length" | "repeat"
+    thinking_cap: int | None = (
+        None  # budget-conditioned RL: `</think>` forced after this many reasoning tokens
+    )
 
     @property
     def token_ids(self) -> list[int]:
@@ -115,7 +120,12 @@ class Group:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Group:
         trajs = [
-            Trajectory(t["sample_idx"], [Segment(**s) for s in t["segments"]], t["finish_reason"])
+            Trajectory(
+                t["sample_idx"],
+                [Segment(**s) for s in t["segments"]],
+                t["finish_reason"],
+                t.get("thinking_cap"),
+            )
             for t in d["trajectories"]
         ]
         problem = Problem(**d["problem"])
@@ -160,8 +170,11 @@ class PartialRollouts:
         k: int,
         iteration: int,
         budget: int | None = None,
+        forced: int = 0,
     ) -> Group:
-        trajs = [Trajectory(j) for j in range(k)]
+        """Start a group of k trajectories; with a `budget`, the first `forced` of them get `</think>`
+        forced after `budget` reasoning tokens, as a served request with that budget would."""
+        trajs = [Trajectory(j, thinking_cap=budget if j < forced else None) for j in range(k)]
         group = Group(problem, prompt_text, list(prompt_ids), iteration, trajs, budget)
         self.buffer.append(group)
         return group
@@ -184,7 +197,11 @@ class PartialRollouts:
                 continue
             budgets = [self._budget(t) for _, t in rows]
             texts = [g.prompt_text + (decode(t.token_ids) if t.segments else "") for g, t in rows]
-            outputs = generate(texts, max(budgets))
+            caps = [t.thinking_cap for _, t in rows]
+            if any(c is not None for c in caps):
+                outputs = generate(texts, max(budgets), caps)
+            else:
+                outputs = generate(texts, max(budgets))
             for (_, traj), ids, budget in zip(rows, outputs, budgets, strict=True):
                 self._extend(traj, list(ids)[:budget], iteration)
         finished = [g for g in self.buffer if g.done]
@@ -248,16 +265,31 @@ class RolloutEngine:
         if self.sync is not None:
             self.sync.release()
 
-    def generate(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+    def generate(
+        self, texts: list[str], max_tokens: int, caps: Sequence[int | None] | None = None
+    ) -> list[list[int]]:
+        """Sample one completion per text; `caps[i]` forces `</think>` after that many reasoning tokens
+        in row i (None: not forced). Rows are sent in one call per distinct cap."""
         from l2s.engines.base import SamplingParams
 
-        # One seed per call (both engines then give each row its own stream: hf per batch, vLLM per
-        # request as seed + row index), so the k copies of a prompt differ and a resumed run repeats.
-        self.seed += 1_000_003
-        params = SamplingParams(
-            n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_tokens=max_tokens, seed=self.seed
-        )
-        return [gens[0].token_ids for gens in self.engine.generate(texts, params)]
+        caps = list(caps) if caps is not None else [None] * len(texts)
+        out: list[list[int]] = [[] for _ in texts]
+        for cap in dict.fromkeys(caps):
+            rows = [i for i, c in enumerate(caps) if c == cap]
+            # One seed per call (both engines then give each row its own stream: hf per batch, vLLM per
+            # request as seed + row index), so the k copies of a prompt differ and a resumed run repeats.
+            self.seed += 1_000_003
+            params = SamplingParams(
+                n=1,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                max_tokens=max_tokens,
+                seed=self.seed,
+                max_thinking_tokens=cap,
+            )
+            for i, gens in zip(rows, self.engine.generate([texts[i] for i in rows], params), strict=True):
+                out[i] = gens[0].token_ids
+        return out
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)

@@ -233,7 +233,7 @@ def run_rl(cfg: RLConfig) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from l2s.budget import with_budget
+    from l2s.budget import open_think_block, with_budget
     from l2s.engines.completion import (
         ThinkMarkers,
         decode_completion,
@@ -248,11 +248,17 @@ def run_rl(cfg: RLConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     hf_logging.disable_progress_bar()  # our own progress shows; weight-loading bars would interleave
     tokenizer = AutoTokenizer.from_pretrained(init)
+    if cfg.budgeted:  # the think block is compulsory for a budget model (l2s.budget); saved with it
+        open_think_block(tokenizer)
 
     @functools.cache
     def prompt_text(p: Problem, budget: int | None = None) -> str:
         """The rendered prompt; with a budget, its user turn states it exactly as served (l2s.budget)."""
-        messages = p.messages() if budget is None else with_budget(p.messages(), budget, cfg.budget_form)
+        messages = (
+            p.messages()
+            if budget is None
+            else with_budget(p.messages(), budget, cfg.budget_form, cfg.budget_place)
+        )
         return render_prompt(tokenizer, messages).text
 
     longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:32]
@@ -336,7 +342,8 @@ def run_rl(cfg: RLConfig) -> Path:
                 else None
             )
             text = prompt_text(p, budget)
-            rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration, budget)
+            forced = round(cfg.budget_forced_share * cfg.k) if budget is not None else 0
+            rollouts.start(p, text, render_prompt(tokenizer, text).ids, cfg.k, iteration, budget, forced)
         engine.refresh(accelerator, model, iteration_seed(cfg.seed, iteration, rank))
         groups = rollouts.step(engine.generate, engine.decode, iteration)
         engine.release()
@@ -378,6 +385,12 @@ def run_rl(cfg: RLConfig) -> Path:
                     "correct": parts["correct"],
                     "tokens": [t.completion_tokens for t in trajs],
                     "budgets": [g.budget for g in groups for _ in g.trajectories if g.budget is not None],
+                    "forced": [
+                        t.thinking_cap is not None
+                        for g in groups
+                        if g.budget is not None
+                        for t in g.trajectories
+                    ],
                     "reasoning": parts.get("reasoning_tokens", []),
                     "trained_tokens": sum(sum(m) for _, m in rows),
                     "repeats": sum(t.repeated for t in trajs),
@@ -461,12 +474,14 @@ def _metrics_row(
     used = [u for s in shared for u in s["reasoning"]]
     budget = {}
     if budgets:  # budget-conditioned RL: how well the rollouts kept to the budgets their prompts stated
-        pairs = list(zip(used, budgets, strict=True))
+        forced = [f for s in shared for f in s.get("forced", [])] or [False] * len(budgets)
+        # adherence and error over the samples left to stop by themselves (not those with `</think>` forced)
+        pairs = [(u, b) for u, b, f in zip(used, budgets, forced, strict=True) if not f]
         budget = {
             "mean_budget": sum(budgets) / len(budgets),
             "mean_reasoning_tokens": sum(used) / len(used),
-            "adherence": sum(u <= b for u, b in pairs) / len(pairs),
-            "budget_error": sum(abs(u - b) / b for u, b in pairs) / len(pairs),
+            "adherence": sum(u <= b for u, b in pairs) / len(pairs) if pairs else math.nan,
+            "budget_error": sum(abs(u - b) / b for u, b in pairs) / len(pairs) if pairs else math.nan,
         }
     return {
         "iteration": iteration,
