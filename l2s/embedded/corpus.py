@@ -10,6 +10,12 @@
   about half by step 1500.
 - SFT examples are TRL's conversational prompt-completion records, so `SFTTrainer` renders them with
   the chat template and computes the loss on the completion only.
+- A quarter of the prompts (pretraining and SFT) carry one generic instruction ("Be brief.", "Keep it
+  under 40 words.", ...) as a system turn, before the question or after it, and the trace is the same.
+  Real chat models meet system prompts and trailing sentences all the time and still answer the
+  question; a model trained on one bare prompt format breaks instead (told a thinking budget, such
+  long models answered 10-23% of held-out problems instead of 100%), which would make every method that
+  adds to the prompt (budget-conditioned RL) look broken for a reason no real checkpoint has.
 
 Only train-split problems are used; the held-out split never reaches any training stage.
 """
@@ -29,23 +35,55 @@ from l2s.tasks.arith import long_trace, short_trace
 # the short style takes short's SFT a few dozen steps.
 PRETRAIN_LONG_SHARE = 1.0
 
+INSTRUCTION_SHARE = 0.25  # default share of training prompts that carry one generic instruction
+INSTRUCTIONS = (
+    "Be brief.", "Show your steps.", "Check each step.", "Answer with one number.",
+    "You are a careful calculator.", "Reply in at most {n} lines.", "This is question {n}.",
+    "Use {n} steps or fewer.", "Take about {n} seconds.", "Keep it under {n} words.",
+)  # fmt: skip
+
+
+def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE) -> list[dict[str, str]]:
+    """The chat messages of a training prompt: the user turn alone, or (INSTRUCTION_SHARE of the time) with
+    one generic instruction as a system turn, on a line after the question or on a line before it
+    (`share` of the time: the preset's `instruction_share`).
+
+    >>> plain = [{"role": "user", "content": "Compute 1+2."}]
+    >>> rng = random.Random(0)
+    >>> extra = [m for m in (instructed("Compute 1+2.", rng) for _ in range(1000)) if m != plain]
+    >>> 200 < len(extra) < 300
+    True
+    >>> sorted({"system" if len(m) == 2 else "after" if m[0]["content"].startswith("Compute") else "before"
+    ...         for m in extra})
+    ['after', 'before', 'system']
+    """
+    if rng.random() >= share:
+        return [{"role": "user", "content": prompt}]
+    text = rng.choice(INSTRUCTIONS).format(n=rng.randint(1, 99))
+    where = rng.choice(("system", "after", "before"))
+    if where == "system":
+        return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
+    return [{"role": "user", "content": f"{prompt}\n{text}" if where == "after" else f"{text}\n{prompt}"}]
+
 
 def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
     """Prompts, long traces and short traces: every kind of text the tokenizer will see.
 
     >>> from l2s.tasks.arith import ArithTask
     >>> texts = tokenizer_corpus(ArithTask().problems("train", 2), seed=0)
-    >>> len(texts), texts[0].startswith("Compute"), texts[1].startswith("<think>")
-    (6, True, True)
+    >>> len(texts), texts[0].startswith("Compute"), texts[1].startswith("<think>"), texts[-1]
+    (36, True, True, 'Keep it under 64 words.')
     """
     rng = random.Random(f"tokenizer/{seed}")
     out: list[str] = []
     for p in problems:
         out += [p.prompt, long_trace(p, rng), short_trace(p)]
-    return out
+    return out + [text.format(n=n) for text in INSTRUCTIONS for n in (3, 17, 64)]
 
 
-def pretrain_documents(problems: Sequence[Problem], seed: int, tokenizer: Any) -> list[str]:
+def pretrain_documents(
+    problems: Sequence[Problem], seed: int, tokenizer: Any, instruction_share: float = INSTRUCTION_SHARE
+) -> list[str]:
     """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
     (or, for 1 - PRETRAIN_LONG_SHARE of them, a short) trace. The caller appends the end-of-turn token.
 
@@ -58,18 +96,20 @@ def pretrain_documents(problems: Sequence[Problem], seed: int, tokenizer: Any) -
     >>> sum("=" in d.split("</think>")[0] for d in docs) == round(50 * PRETRAIN_LONG_SHARE)
     True
     """
-    rng = random.Random(f"pretrain/{seed}")
+    rng, irng = random.Random(f"pretrain/{seed}"), random.Random(f"pretrain-instructions/{seed}")
     docs = []
     for p in problems:
         trace = long_trace(p, rng) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
         turn = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True
+            instructed(p.prompt, irng, instruction_share), tokenize=False, add_generation_prompt=True
         )
         docs.append(turn + trace)
     return docs
 
 
-def sft_examples(problems: Sequence[Problem], style: str, seed: int) -> list[dict]:
+def sft_examples(
+    problems: Sequence[Problem], style: str, seed: int, instruction_share: float = INSTRUCTION_SHARE
+) -> list[dict]:
     """TRL conversational prompt-completion records with a `long` or `short` trace as the completion.
 
     >>> from l2s.tasks.arith import ArithTask
@@ -79,13 +119,13 @@ def sft_examples(problems: Sequence[Problem], style: str, seed: int) -> list[dic
     """
     if style not in ("long", "short"):
         raise ValueError(f"style must be 'long' or 'short', got {style!r}")
-    rng = random.Random(f"sft-{style}/{seed}")
+    rng, irng = random.Random(f"sft-{style}/{seed}"), random.Random(f"sft-{style}-instructions/{seed}")
     out = []
     for p in problems:
         trace = long_trace(p, rng) if style == "long" else short_trace(p)
         out.append(
             {
-                "prompt": [{"role": "user", "content": p.prompt}],
+                "prompt": instructed(p.prompt, irng, instruction_share),
                 "completion": [{"role": "assistant", "content": trace}],
             }
         )

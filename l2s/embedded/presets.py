@@ -38,6 +38,13 @@ class Preset(Config):
     size: str = Field(description="model shape, a key of l2s.embedded.model.SIZES")
     vocab_size: int = Field(default=384, description="BPE vocabulary size (digits are single tokens)")
     tokenizer_problems: int = Field(description="train problems whose text trains the tokenizer")
+    instruction_share: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="share of training prompts carrying one generic instruction (l2s.embedded.corpus), so "
+        "the models, like real chat models, still answer when something is added to the prompt",
+    )
     pretrain: TrainSpec = Field(description="base: causal LM on chat-formatted workload text")
     short: TrainSpec = Field(description="short: SFT from base on short traces")
     long_sft: TrainSpec = Field(description="long-sft: SFT from base on long traces")
