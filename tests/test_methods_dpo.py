@@ -46,13 +46,26 @@ def test_dpo_prefers_the_shortest_correct_over_wrong_and_long_answers(pico_ckpt,
 
 
 @pytest.mark.slow
-def test_max_pairs_per_prompt_and_loss_type_reach_trl(pico_ckpt, tmp_path):
+def test_max_pairs_per_prompt_and_loss_type_reach_trl(pico_ckpt, tmp_path, monkeypatch):
+    import trl
+
+    seen, trainer = [], trl.DPOTrainer
+
+    def recording(*args, **kwargs):
+        seen.append((list(kwargs["args"].loss_type), kwargs["args"].loss_weights))
+        return trainer(*args, **kwargs)
+
+    monkeypatch.setattr(trl, "DPOTrainer", recording)
     samples = write_samples(tmp_path / "samples.jsonl", make_records())
     out = run(
-        cfg_for(pico_ckpt, samples, tmp_path / "dpo", max_pairs_per_prompt=1, loss_type="ipo", epochs=1)
-    )
+        cfg_for(
+            pico_ckpt, samples, tmp_path / "dpo", max_pairs_per_prompt=1, loss_type="ipo,sft",
+            loss_weights=[1.0, 20.0], epochs=1,
+        )
+    )  # fmt: skip
     prov = json.loads((out / "l2s.json").read_text())
-    assert prov["metrics"]["pairs"] == 5 and prov["config"]["loss_type"] == "ipo"
+    assert prov["metrics"]["pairs"] == 5 and prov["config"]["loss_type"] == "ipo,sft"
+    assert seen == [(["ipo", "sft"], [1.0, 20.0])]
 
 
 def test_config_checks_loss_type_and_ratio():
@@ -61,6 +74,8 @@ def test_config_checks_loss_type_and_ratio():
     with pytest.raises(ValueError):
         DPOMethodConfig(ratio=0.9)
     assert DPOMethodConfig(loss_type="sigmoid,sft").loss_type == "sigmoid,sft"
+    with pytest.raises(ValueError, match="--loss-weights has 1 values for 2 loss type"):
+        DPOMethodConfig(loss_type="sigmoid,sft", loss_weights=[1.0])
 
 
 def test_no_pairs_and_no_correct_samples_are_user_errors(pico_ckpt, tmp_path):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from l2s.errors import UserError
 from l2s.methods.sampled_training import (
@@ -43,6 +43,10 @@ class DPOMethodConfig(LongSamplesConfig):
     loss_type: str = Field(
         "sigmoid", description="TRL loss type; comma-separated to combine (e.g. sigmoid,sft)"
     )
+    loss_weights: list[float] | None = Field(
+        None,
+        description="weight of each loss type, in --loss-type's order (e.g. 1,2 with sigmoid,sft); None: all 1",
+    )
     ratio: float = Field(
         1.5, ge=1.0, description="a correct answer >= ratio x the shortest is rejected (Kimi: 1.5)"
     )
@@ -58,6 +62,16 @@ class DPOMethodConfig(LongSamplesConfig):
         if bad:
             raise ValueError(f"unknown DPO loss type '{bad[0]}'; choose from: {', '.join(LOSS_TYPES)}")
         return v
+
+    @model_validator(mode="after")
+    def _weights_match_losses(self) -> DPOMethodConfig:
+        n = len(self.loss_type.split(","))
+        if self.loss_weights is not None and len(self.loss_weights) != n:
+            raise ValueError(
+                f"--loss-weights has {len(self.loss_weights)} values for {n} loss type(s) "
+                f"({self.loss_type}); give one weight per loss type"
+            )
+        return self
 
 
 def dpo_rows(pairs: list[dict[str, Any]], text: TrainingText) -> list[dict[str, str]]:
@@ -117,6 +131,7 @@ def run(cfg: DPOMethodConfig) -> Path:
         **training_args(cfg, trainer_dir),
         beta=cfg.beta,
         loss_type=[t.strip() for t in cfg.loss_type.split(",")],
+        loss_weights=cfg.loss_weights,
     )
     tokenizer = AutoTokenizer.from_pretrained(str(long))
     trainer = DPOTrainer(
