@@ -18,7 +18,6 @@ keeps the two equal).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
@@ -28,7 +27,8 @@ from l2s.rl.config import RLConfig
 
 
 class BudgetConfig(RLMethodConfig):
-    """The rl method's settings with a budget range on and Kimi's length reward off."""
+    """The rl method's settings with a budget range on and Kimi's length reward off (budget_form,
+    budget_place and budget_forced_share keep RLConfig's defaults)."""
 
     max_tokens: int = Field(
         96, description="maximum completion tokens of a rollout: budget_max plus room for the answer"
@@ -39,13 +39,6 @@ class BudgetConfig(RLMethodConfig):
         0.3,
         ge=0,
         description="weight of the budget penalty: α·(reasoning tokens missing the budget)/budget",
-    )
-    budget_form: Literal["max", "exact"] = Field(
-        "max", description="budget instruction: max (think at most N tokens) | exact (think exactly N tokens)"
-    )
-    budget_place: Literal["user", "system"] = Field(
-        "user",
-        description="where the budget instruction goes: user (end of the user turn, as L1) | system (the system turn)",
     )
     length_penalty_weight: float = Field(
         0.0, ge=0, description="Kimi's length reward: must stay 0 (the budget penalty replaces it)"
