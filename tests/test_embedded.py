@@ -86,6 +86,18 @@ def test_second_run_reuses_every_stage(tiny_family):
     assert other.returncode == 2 and "holds the 'tiny' family" in other.stderr
 
 
+def test_a_family_built_with_older_preset_settings_names_what_changed(tiny_family, tmp_path):
+    out = tmp_path / "family"
+    out.mkdir()
+    manifest = json.loads((tiny_family[0] / MANIFEST).read_text())
+    del manifest["config"]["instruction_share"]  # as written before the preset had this field
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    run = _init("--preset", "tiny", "--out", str(out))
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "built with other preset settings than this l2s's (instruction_share)" in run.stderr
+    assert "pass --force to rebuild it" in run.stderr
+
+
 @pytest.mark.slow
 def test_killed_stage_leaves_nothing_half_written_and_resumes(tiny_family, tmp_path, monkeypatch, capsys):
     """Interrupt the short SFT right after its first Trainer checkpoint; the rerun resumes from it."""

@@ -200,6 +200,13 @@ def _check_out(out: Path, preset: Preset, force: bool) -> dict[str, Any]:
     if manifest is None or force:
         return fresh
     if manifest.get("config") != preset.model_dump():
+        if (manifest.get("preset"), manifest.get("seed")) == (preset.name, preset.seed):
+            changed = workdir.differing(manifest.get("config") or {}, preset.model_dump())
+            raise UserError(
+                f"--out {out} holds a '{preset.name}' family (seed {preset.seed}) built with other preset "
+                f"settings than this l2s's ({', '.join(changed[:4])}); pass --force to rebuild it, or "
+                "choose another --out"
+            )
         raise UserError(
             f"--out {out} holds the '{manifest.get('preset')}' family (seed {manifest.get('seed')}); "
             f"pass --force to rebuild it as '{preset.name}' (seed {preset.seed}) or choose another --out"
