@@ -112,9 +112,9 @@ DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     "rl": {"learning_rate": 1e-4, "max_tokens": 64, "iterations": 30, "time_limit_minutes": None},
     # Budgets 8-64 span the thinking budgets the quickstart evaluates at (8, 16, 32, 64): the long model
     # reasons 50 tokens on average (p90 73); 96 completion tokens leave room for the answer after 64.
-    # The budget goes in the system turn: the embedded models never saw an instruction, and any stated
-    # budget disturbs them (long told a budget, greedy, 300 problems, seed-0 family: 18-23% accurate
-    # appended to the user turn, 56-76% as a system turn; seeds 1-2: 10-22% either way; RESULTS.md).
+    # The budget goes in the system turn, where it disturbs the small embedded models least (seed-1 long
+    # told a budget, greedy, 300 problems: 98-100% accurate as a system turn, 40-42% appended to the
+    # user turn; benchmarks/RESULTS.md).
     "budget": {
         "budget_place": "system",
         "learning_rate": 2e-4,

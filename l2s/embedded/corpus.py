@@ -44,9 +44,9 @@ INSTRUCTIONS = (
 
 
 def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE) -> list[dict[str, str]]:
-    """The chat messages of a training prompt: the user turn alone, or (INSTRUCTION_SHARE of the time) with
-    one generic instruction as a system turn, on a line after the question or on a line before it
-    (`share` of the time: the preset's `instruction_share`).
+    """The chat messages of a training prompt: the user turn alone, or (`share` of the time: the preset's
+    `instruction_share`) with one generic instruction as a system turn, on a line after the question or
+    on a line before it.
 
     >>> plain = [{"role": "user", "content": "Compute 1+2."}]
     >>> rng = random.Random(0)

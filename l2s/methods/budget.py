@@ -11,7 +11,7 @@ prompt, and serving states the same sentence wherever a budget is asked for.
 
 The engine is l2s's own Kimi RL loop (`l2s.rl.trainer.run_rl`), started from the long model; its
 checkpoint's l2s.json says `method: budget` and records the budget settings (`l2s.budget.budget_prompt`
-reads the form from it). The defaults are those of configs/derive_budget.yaml (tests/test_configs.py
+reads the form and place from it). The defaults are those of configs/derive_budget.yaml (tests/test_configs.py
 keeps the two equal).
 """
 

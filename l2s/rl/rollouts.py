@@ -78,9 +78,7 @@ class Trajectory:
     sample_idx: int
     segments: list[Segment] = field(default_factory=list)
     finish_reason: str | None = None  # None while running; then "stop" | "length" | "repeat"
-    thinking_cap: int | None = (
-        None  # budget-conditioned RL: `</think>` forced after this many reasoning tokens
-    )
+    thinking_cap: int | None = None  # budget RL: `</think>` forced after this many reasoning tokens
 
     @property
     def token_ids(self) -> list[int]:

@@ -200,21 +200,18 @@ def _prompts(cfg: RLConfig, init: Path, problems: list[Problem]) -> tuple[Any, C
     """The tokenizer and the (cached) prompt renderer, once the longest prompts are known to fit."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from l2s.budget import open_think_block, with_budget
+    from l2s.budget import BudgetPrompt, open_think_block
     from l2s.engines.completion import render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(init)
     if cfg.budgeted:  # the think block is compulsory for a budget model (l2s.budget); saved with it
         open_think_block(tokenizer)
+    told = BudgetPrompt(cfg.budget_form, cfg.budget_place)  # what serving reads back from l2s.json
 
     @functools.cache
     def prompt_text(p: Problem, budget: int | None = None) -> str:
-        """The rendered prompt; with a budget, its user turn states it exactly as served (l2s.budget)."""
-        messages = (
-            p.messages()
-            if budget is None
-            else with_budget(p.messages(), budget, cfg.budget_form, cfg.budget_place)
-        )
+        """The rendered prompt; with a budget, it states it exactly as served (l2s.budget.BudgetPrompt)."""
+        messages = p.messages() if budget is None else told.apply(p.messages(), budget)
         return render_prompt(tokenizer, messages).text
 
     longest = sorted(problems, key=lambda p: len(p.prompt), reverse=True)[:32]
