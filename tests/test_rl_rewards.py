@@ -61,3 +61,25 @@ def test_total_reward_combines_parts():
     assert parts["length"] == [0.5, -0.5, 0.0, 0.0]
     assert parts["reward"] == pytest.approx([1.1, 0.9, 0.0, 0.5])
     assert repeat_penalty(["x"], repeated=[True], penalty=0.0) == [-0.0]
+
+
+def test_wrong_answer_length_none_takes_the_length_term_off_wrong_answers_only():
+    """`wrong_answer_length: none` (RLConfig): a group where every sample is wrong gets no length
+    reward, so stopping early earns nothing; correct answers keep Kimi's λ. The config reaches the reward
+    through `score_groups`, the function the trainer calls."""
+    from l2s.rl.config import RLConfig
+    from l2s.rl.rewards import score_groups
+    from l2s.rl.rollouts import Group, Segment, Trajectory
+    from l2s.tasks import Problem
+
+    def group(pid: str, answer: str, lengths: list[int]) -> Group:
+        trajs = [Trajectory(i, [Segment(list(range(n)), 0)], "stop") for i, n in enumerate(lengths)]
+        return Group(Problem(pid, "Compute 2+2.", answer), "Compute 2+2.", [1], 0, trajs)
+
+    groups = [group("a", "5", [10, 30]), group("b", "4", [10, 30])]  # all wrong, then all right
+    texts = ["Answer: 4", "Answer: 4", "Answer: 4", "Answer: 4"]
+    for wrong, want in (("kimi", [0.0, -0.5, 0.5, -0.5]), ("none", [0.0, 0.0, 0.5, -0.5])):
+        cfg = RLConfig(init="x", out="y", k=2, wrong_answer_length=wrong)
+        assert score_groups(cfg, groups, texts, None, set(), length_weight=1.0)["length"] == want
+    with pytest.raises(ValueError, match="wrong_answer_length"):
+        RLConfig(init="x", out="y", wrong_answer_length="zero")

@@ -80,6 +80,11 @@ class RLConfig(GradedTask):
     length_penalty_warmup: int = Field(
         0, ge=0, description="iterations of plain RL before the length reward turns on"
     )
+    wrong_answer_length: Literal["kimi", "none"] = Field(
+        "kimi",
+        description="length reward of a wrong answer: kimi = min(0, λ) as the report | none = 0, so "
+        "stopping short of the answer earns nothing over running long",
+    )
     sampling: str = Field("curriculum+prioritized", description=f"prompt sampling: {' | '.join(STRATEGIES)}")
     curriculum_iterations: int = Field(
         10, ge=1, description="iterations over which harder problems are phased in"

@@ -6,7 +6,10 @@ The k completions of one prompt are consecutive (`group_size` = k), as in TRL's 
 
 The length reward is Kimi's, computed within each group of k samples, in tokens of the model's own
 tokenizer: λ = 0.5 − (len − min_len)/(max_len − min_len); a correct response earns λ, a wrong one
-min(0, λ); all lengths equal → 0. The report adds it to the task reward with a weight after a warm-up
+min(0, λ); all lengths equal → 0. One option departs from the report: `wrong="none"` gives a wrong
+answer no length term at all. Under min(0, λ) the shorter of two wrong answers scores higher, so when
+every rollout of a hard prompt fails (cut off at the maximum length, or one step short), stopping a step
+early is what gets reinforced; with "none" a wrong answer earns nothing either way. The report adds it to the task reward with a weight after a warm-up
 of plain RL ("turning it on from the start slowed training"). No library ships it, hence this module.
 
 Budget-conditioned RL (L1 / LCPO, Aggarwal & Welleck 2025, arXiv 2503.04697) replaces the length reward
@@ -47,10 +50,14 @@ def correctness_reward(
     return [1.0 if c else 0.0 for c in ok]
 
 
-def group_length_reward(lengths: Sequence[int], correct: Sequence[bool]) -> list[float]:
+WRONG_LENGTH = ("kimi", "none")  # a wrong answer's length term: min(0, λ) as the report, or none
+
+
+def group_length_reward(lengths: Sequence[int], correct: Sequence[bool], wrong: str = "kimi") -> list[float]:
     """Kimi's length reward for the k samples of one prompt (§2.3.3).
 
-    λ_i = 0.5 − (len_i − min_len)/(max_len − min_len); correct → λ_i, wrong → min(0, λ_i).
+    λ_i = 0.5 − (len_i − min_len)/(max_len − min_len); correct → λ_i, wrong → min(0, λ_i) (`wrong="kimi"`)
+    or 0 (`wrong="none"`).
 
     The shortest correct answer gets +0.5, the longest −0.5, a middle one in between:
     >>> group_length_reward([100, 200, 300], [True, True, True])
@@ -60,16 +67,26 @@ def group_length_reward(lengths: Sequence[int], correct: Sequence[bool]) -> list
     >>> group_length_reward([100, 200, 300], [False, False, False])
     [0.0, 0.0, -0.5]
 
+    With `wrong="none"` a wrong answer gets no length term, long or short; correct ones keep theirs:
+    >>> group_length_reward([100, 200, 300], [False, True, False], wrong="none")
+    [0.0, 0.0, 0.0]
+    >>> group_length_reward([100, 200, 300], [True, False, True], wrong="none")
+    [0.5, 0.0, -0.5]
+
     All lengths equal: the length reward is 0:
     >>> group_length_reward([64, 64], [True, False])
     [0.0, 0.0]
     """
     if len(lengths) != len(correct):
         raise ValueError(f"{len(lengths)} lengths but {len(correct)} correctness flags")
+    if wrong not in WRONG_LENGTH:
+        raise ValueError(f"wrong={wrong!r}: choose one of {', '.join(WRONG_LENGTH)}")
     lo, hi = min(lengths), max(lengths)
     if hi == lo:
         return [0.0] * len(lengths)
     lambdas = [0.5 - (n - lo) / (hi - lo) for n in lengths]
+    if wrong == "none":
+        return [lam if ok else 0.0 for lam, ok in zip(lambdas, correct, strict=True)]
     return [lam if ok else min(0.0, lam) for lam, ok in zip(lambdas, correct, strict=True)]
 
 
@@ -78,6 +95,7 @@ def length_reward(
     completion_tokens: Sequence[int],
     correct: Sequence[bool],
     group_size: int,
+    wrong: str = "kimi",
     **_,
 ) -> list[float]:
     """`group_length_reward` over a batch of consecutive groups of `group_size` completions.
@@ -92,7 +110,7 @@ def length_reward(
     out: list[float] = []
     for start in range(0, n, group_size):
         stop = start + group_size
-        out += group_length_reward(completion_tokens[start:stop], correct[start:stop])
+        out += group_length_reward(completion_tokens[start:stop], correct[start:stop], wrong)
     return out
 
 
@@ -128,8 +146,10 @@ def kimi_reward(
     repeat_weight: float = 0.0,
     grader: str = "flexible",
     think_opened: bool = False,
+    wrong_length: str = "kimi",
 ) -> dict[str, list[float]]:
-    """The total RL reward and its parts: correctness + length_weight·length + repeat penalty.
+    """The total RL reward and its parts: correctness + length_weight·length + repeat penalty
+    (`wrong_length`: a wrong answer's length term, see `group_length_reward`).
 
     >>> parts = kimi_reward(["Answer: 4", "<think>\\nlong\\n</think>\\nAnswer: 4"], ["4", "4"],
     ...                     completion_tokens=[3, 9], repeated=[False, False], group_size=2, length_weight=0.5)
@@ -138,7 +158,7 @@ def kimi_reward(
     """
     correct_f = correctness_reward(completions, answer, grader=grader, think_opened=think_opened)
     correct = [c > 0 for c in correct_f]
-    length = length_reward(completions, completion_tokens, correct, group_size)
+    length = length_reward(completions, completion_tokens, correct, group_size, wrong=wrong_length)
     repeat = repeat_penalty(completions, repeated, penalty=repeat_weight)
     total = [c + length_weight * n + p for c, n, p in zip(correct_f, length, repeat, strict=True)]
     return {"reward": total, "correct": correct_f, "length": length, "repeat": repeat}
@@ -245,7 +265,12 @@ def score_groups(
     if not cfg.budgeted:
         tokens = [t.completion_tokens for t in trajs]
         return kimi_reward(
-            texts, completion_tokens=tokens, group_size=cfg.k, length_weight=length_weight, **common
+            texts,
+            completion_tokens=tokens,
+            group_size=cfg.k,
+            length_weight=length_weight,
+            wrong_length=cfg.wrong_answer_length,
+            **common,
         )
     reasoning = [
         budget_tokens(_without_eos(t.token_ids, eos_ids), markers, opens_think(g.prompt_text))
