@@ -149,3 +149,21 @@ def test_optional_parts_are_most_of_a_long_trace():
         ]
         shares.append(sum(essential) / sum(n_tokens))
     assert 0.25 <= statistics.mean(shares) <= 0.45, statistics.mean(shares)
+
+
+def test_a_line_limit_leaves_optional_parts_out_never_the_chain():
+    """`long_trace(max_lines=n)`: the think block keeps to n lines where the essential chain fits, is
+    the unlimited trace with parts left out (the same draws), and is still right."""
+    from l2s.grading import grade
+
+    for p in ArithTask().problems("train", 200):
+        chain = 1 + len(parse_expr(_expr(p))[1])
+        for seed in range(3):
+            full = split_reasoning(long_trace(p, random.Random(seed)))[0].splitlines()
+            for n in (0, chain, chain + 2, 99):
+                text = long_trace(p, random.Random(seed), max_lines=n)
+                lines = split_reasoning(text)[0].splitlines()
+                assert len(lines) <= max(n, chain) and grade([text], [p.answer]) == [True]
+                it = iter(full)
+                assert all(line in it for line in lines)  # a subsequence of the unlimited trace
+            assert split_reasoning(long_trace(p, random.Random(seed), max_lines=99))[0].splitlines() == full

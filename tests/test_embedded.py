@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -209,3 +210,28 @@ def test_decay_steps_selects_warmup_stable_decay(tmp_path):
         **training_args(spec.model_copy(update={"decay_steps": None}), tmp_path, seed=0)
     )
     assert plain.lr_scheduler_type == "cosine"
+
+
+def test_long_traces_follow_the_length_instructions_only_when_the_preset_says_so():
+    from l2s.embedded.corpus import sft_examples
+    from l2s.grading import split_reasoning
+    from l2s.tasks.arith import ArithTask
+
+    problems = ArithTask().problems("train", 400)
+    on = sft_examples(problems, "long", seed=0, instruction_share=1.0, length_instructions=True)
+    off = sft_examples(problems, "long", seed=0, instruction_share=1.0, length_instructions=False)
+    brief = limited = 0
+    for p, ex in zip(problems, on, strict=True):
+        said = " ".join(m["content"] for m in ex["prompt"])
+        lines = split_reasoning(ex["completion"][0]["content"])[0].splitlines()
+        chain = 1 + sum(p.prompt.count(c) for c in "+-")
+        if "Be brief." in said:
+            brief += 1
+            assert len(lines) == chain, lines
+        elif m := re.search(r"at most (\d+) lines", said):
+            limited += 1
+            assert len(lines) <= max(int(m.group(1)), chain)
+    assert brief > 20 and limited > 20
+    # Off: the same prompts' traces carry optional parts whatever the prompt says.
+    assert any("Be brief." in " ".join(m["content"] for m in ex["prompt"])
+               and "check:" in ex["completion"][0]["content"] for ex in off)  # fmt: skip

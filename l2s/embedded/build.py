@@ -89,7 +89,13 @@ def build_base(ctx: StageContext, dest: Path) -> dict[str, Any]:
 
     spec = ctx.preset.pretrain
     tok = _tokenizer(ctx)
-    docs = pretrain_documents(_problems(ctx, spec.problems), ctx.seed, tok, ctx.preset.instruction_share)
+    docs = pretrain_documents(
+        _problems(ctx, spec.problems),
+        ctx.seed,
+        tok,
+        ctx.preset.instruction_share,
+        ctx.preset.length_instructions,
+    )
     metrics = pretrain(tok, docs, ctx.preset.size, spec, ctx.seed, ctx.work_dir("base"), dest)
     write_provenance(
         dest,
@@ -106,7 +112,13 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
         from l2s.embedded.sft import sft
 
         spec = ctx.preset.short if style == "short" else ctx.preset.long_sft
-        examples = sft_examples(_problems(ctx, spec.problems), style, ctx.seed, ctx.preset.instruction_share)
+        examples = sft_examples(
+            _problems(ctx, spec.problems),
+            style,
+            ctx.seed,
+            ctx.preset.instruction_share,
+            ctx.preset.length_instructions,
+        )
         metrics = sft(ctx.path("base"), examples, spec, ctx.seed, ctx.work_dir(stage), dest)
         write_provenance(
             dest,

@@ -10,12 +10,14 @@
   about half by step 1500.
 - SFT examples are TRL's conversational prompt-completion records, so `SFTTrainer` renders them with
   the chat template and computes the loss on the completion only.
-- A quarter of the prompts (pretraining and SFT) carry one generic instruction ("Be brief.", "Keep it
-  under 40 words.", ...) as a system turn, before the question or after it, and the trace is the same.
-  Real chat models meet system prompts and trailing sentences all the time and still answer the
-  question; a model trained on one bare prompt format breaks instead (told a thinking budget, such
-  long models answered 10-23% of held-out problems instead of 100%), which would make every method that
-  adds to the prompt (budget-conditioned RL) look broken for a reason no real checkpoint has.
+- A quarter of the prompts (pretraining and SFT) carry one instruction ("Be brief.", "Keep it under 40
+  words.", ...) as a system turn, before the question or after it. Real chat models meet system prompts
+  and trailing sentences all the time and still answer the question; a model trained on one bare prompt
+  format breaks instead (told a thinking budget, such long models answered 10-23% of held-out problems
+  instead of 100%), which would make every method that adds to the prompt (budget-conditioned RL) look
+  broken for a reason no real checkpoint has. Most instructions leave the trace as it is; with the
+  preset's `length_instructions`, two shorten the long traces as chat models write less when asked to
+  (`LENGTH_INSTRUCTIONS`), so the models learn that what a prompt says about length matters.
 
 Only train-split problems are used; the held-out split never reaches any training stage.
 """
@@ -43,6 +45,46 @@ INSTRUCTIONS = (
 )  # fmt: skip
 
 
+# Instructions the family follows in its long traces, as chat models write less when asked to: "Be brief."
+# leaves out every optional part of the trace, "Reply in at most {n} lines." (n drawn from the span of the
+# traces' lengths, not 1-99) those that would pass n lines (`long_trace`'s max_lines). The others change
+# nothing. Without any instruction that matters, the models learn to ignore whatever is added to a prompt,
+# numbers included, and a method that states a length in the prompt (budget-conditioned RL) has nothing
+# to build on.
+LENGTH_INSTRUCTIONS: dict[str, tuple[int, int] | None] = {
+    "Be brief.": None,
+    "Reply in at most {n} lines.": (1, 14),
+}
+
+
+def instructed_with_limit(
+    prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE, length: bool = True
+) -> tuple[list[dict[str, str]], int | None]:
+    """`instructed`, plus the think-block line limit its instruction sets (None: no limit). With
+    `length=False` every instruction is generic (no limit), as in families built before instructions
+    took effect.
+
+    >>> rng = random.Random(3)
+    >>> limits = [instructed_with_limit("Compute 1+2.", rng, share=1.0)[1] for _ in range(400)]
+    >>> 0 in limits, any(x and 1 <= x <= 14 for x in limits), 250 < limits.count(None) < 350
+    (True, True, True)
+    >>> instructed_with_limit("Compute 1+2.", random.Random(0), 1.0, length=False)[1] is None
+    True
+    """
+    if rng.random() >= share:
+        return [{"role": "user", "content": prompt}], None
+    template = rng.choice(INSTRUCTIONS)
+    span = LENGTH_INSTRUCTIONS.get(template) if length else None
+    n = rng.randint(*span) if span else rng.randint(1, 99)
+    text = template.format(n=n)
+    where = rng.choice(("system", "after", "before"))
+    limit = (n if span else 0) if length and template in LENGTH_INSTRUCTIONS else None
+    if where == "system":
+        return [{"role": "system", "content": text}, {"role": "user", "content": prompt}], limit
+    user = f"{prompt}\n{text}" if where == "after" else f"{text}\n{prompt}"
+    return [{"role": "user", "content": user}], limit
+
+
 def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE) -> list[dict[str, str]]:
     """The chat messages of a training prompt: the user turn alone, or (`share` of the time: the preset's
     `instruction_share`) with one generic instruction as a system turn, on a line after the question or
@@ -57,13 +99,7 @@ def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE
     ...         for m in extra})
     ['after', 'before', 'system']
     """
-    if rng.random() >= share:
-        return [{"role": "user", "content": prompt}]
-    text = rng.choice(INSTRUCTIONS).format(n=rng.randint(1, 99))
-    where = rng.choice(("system", "after", "before"))
-    if where == "system":
-        return [{"role": "system", "content": text}, {"role": "user", "content": prompt}]
-    return [{"role": "user", "content": f"{prompt}\n{text}" if where == "after" else f"{text}\n{prompt}"}]
+    return instructed_with_limit(prompt, rng, share, length=False)[0]
 
 
 def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
@@ -82,7 +118,11 @@ def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
 
 
 def pretrain_documents(
-    problems: Sequence[Problem], seed: int, tokenizer: Any, instruction_share: float = INSTRUCTION_SHARE
+    problems: Sequence[Problem],
+    seed: int,
+    tokenizer: Any,
+    instruction_share: float = INSTRUCTION_SHARE,
+    length_instructions: bool = False,
 ) -> list[str]:
     """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
     (or, for 1 - PRETRAIN_LONG_SHARE of them, a short) trace. The caller appends the end-of-turn token.
@@ -99,16 +139,19 @@ def pretrain_documents(
     rng, irng = random.Random(f"pretrain/{seed}"), random.Random(f"pretrain-instructions/{seed}")
     docs = []
     for p in problems:
-        trace = long_trace(p, rng) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
-        turn = tokenizer.apply_chat_template(
-            instructed(p.prompt, irng, instruction_share), tokenize=False, add_generation_prompt=True
-        )
+        messages, limit = instructed_with_limit(p.prompt, irng, instruction_share, length_instructions)
+        trace = long_trace(p, rng, limit) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
+        turn = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         docs.append(turn + trace)
     return docs
 
 
 def sft_examples(
-    problems: Sequence[Problem], style: str, seed: int, instruction_share: float = INSTRUCTION_SHARE
+    problems: Sequence[Problem],
+    style: str,
+    seed: int,
+    instruction_share: float = INSTRUCTION_SHARE,
+    length_instructions: bool = False,
 ) -> list[dict]:
     """TRL conversational prompt-completion records with a `long` or `short` trace as the completion.
 
@@ -122,10 +165,11 @@ def sft_examples(
     rng, irng = random.Random(f"sft-{style}/{seed}"), random.Random(f"sft-{style}-instructions/{seed}")
     out = []
     for p in problems:
-        trace = long_trace(p, rng) if style == "long" else short_trace(p)
+        messages, limit = instructed_with_limit(p.prompt, irng, instruction_share, length_instructions)
+        trace = long_trace(p, rng, limit) if style == "long" else short_trace(p)
         out.append(
             {
-                "prompt": instructed(p.prompt, irng, instruction_share),
+                "prompt": messages,
                 "completion": [{"role": "assistant", "content": trace}],
             }
         )

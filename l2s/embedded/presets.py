@@ -45,6 +45,11 @@ class Preset(Config):
         description="share of training prompts carrying one generic instruction (l2s.embedded.corpus), so "
         "the models, like real chat models, still answer when something is added to the prompt",
     )
+    length_instructions: bool = Field(
+        default=True,
+        description="the long traces follow 'Be brief.' and 'Reply in at most N lines.' when a prompt "
+        "carries them (l2s.embedded.corpus), so the models learn that a prompt's word on length matters",
+    )
     pretrain: TrainSpec = Field(description="base: causal LM on chat-formatted workload text")
     short: TrainSpec = Field(description="short: SFT from base on short traces")
     long_sft: TrainSpec = Field(description="long-sft: SFT from base on long traces")

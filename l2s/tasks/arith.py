@@ -130,7 +130,7 @@ def _compact(expr: str) -> str:
     return expr.replace(" ", "")
 
 
-def long_trace(problem: Problem, rng: random.Random) -> str:
+def long_trace(problem: Problem, rng: random.Random, max_lines: int | None = None) -> str:
     """A long-CoT completion: the running-total chain plus optional parts drawn from `rng`.
 
     The essential chain writes the first number, then one line per operation: the operation and the
@@ -140,6 +140,10 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     `check:` lines that redo the step from the previous total, slips (a wrong total caught by a
     `wait, check:` line and fixed) and a closing recap. The final answer follows `</think>` (the format
     `l2s.grading` reads).
+
+    `max_lines` keeps the think block to that many lines where it can: optional parts are left out once
+    they would pass it (the essential chain is always written whole). The same draws are made either way,
+    so a trace with a limit is the unlimited one with parts left out.
 
     >>> p = Problem("x", "Compute 3+5-2.", "6", 2)
     >>> print(long_trace(p, random.Random(1)))
@@ -156,11 +160,29 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
     True
     >>> len({len(long_trace(p, random.Random(s))) for s in range(20)}) > 1
     True
+    >>> print(long_trace(p, random.Random(1), max_lines=3))
+    <think>
+    3
+    +5=8
+    -2=6
+    </think>
+    Answer: 6
     """
     first, terms = parse_expr(_expr_of(problem))
     expr = _compact(canonical(_expr_of(problem)))
+    spare = None if max_lines is None else max_lines - 1 - len(terms)  # lines left for optional parts
+
+    def room(n: int) -> bool:
+        nonlocal spare
+        if spare is None:
+            return True
+        if spare < n:
+            return False
+        spare -= n
+        return True
+
     lines = []
-    if rng.random() < P_RESTATE:
+    if rng.random() < P_RESTATE and room(1):
         lines.append(f"Let me compute {expr} left to right.")
     lines.append(str(first))
     total = first
@@ -168,13 +190,14 @@ def long_trace(problem: Problem, rng: random.Random) -> str:
         new = _apply(total, op, b)
         if rng.random() < P_SLIP:
             wrong = new + rng.choice([d for d in (-2, -1, 1, 2) if 0 <= new + d <= MAX_TOTAL])
-            lines.append(f"{op}{b}={wrong}")
-            lines.append(f"wait, check: {total}{op}{b}={new}, not {wrong}. fix:")
+            if room(2):
+                lines.append(f"{op}{b}={wrong}")
+                lines.append(f"wait, check: {total}{op}{b}={new}, not {wrong}. fix:")
         lines.append(f"{op}{b}={new}")
-        if rng.random() < P_VERIFY:
+        if rng.random() < P_VERIFY and room(1):
             lines.append(f"check: {total}{op}{b}={new}. ok")
         total = new
-    if rng.random() < P_RECAP:
+    if rng.random() < P_RECAP and room(1):
         lines.append(f"So {expr}={total}.")
     return "<think>\n" + "\n".join(lines) + f"\n</think>\nAnswer: {total}"
 
