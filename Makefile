@@ -84,13 +84,15 @@ bench: setup
 	$(VENV)/bin/python benchmarks/run_all.py
 
 # Wheels to carry to a borrowed GPU machine (docs/GPU.md): what l2s imports there that its image lacks
-# (it has torch, transformers, accelerate, peft and their dependencies), pinned to $(LOCK), for its
+# (it has torch, transformers, accelerate, peft, datasets, pyarrow and their dependencies), pinned to $(LOCK), for its
 # CPython $(GPU_PYTHON) on x86-64 Linux. --no-deps: the image holds everything else. pydantic_core is the
 # one binary (cp312 manylinux) wheel, multiprocess is tagged py312; the rest are py3-none-any.
 GPU_BUNDLE := .gpu-bundle
 GPU_PYTHON := 3.12
 GPU_WHEELS := pydantic pydantic_core annotated-types typing-inspection typing_extensions math-verify \
-	latex2sympy2_extended antlr4-python3-runtime datasets dill multiprocess trl
+	latex2sympy2_extended antlr4-python3-runtime datasets dill multiprocess trl \
+	fastapi starlette uvicorn prometheus_client opentelemetry-api annotated-doc click h11 anyio idna \
+	httpx httpcore certifi
 
 gpu-bundle:
 	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/wheels
