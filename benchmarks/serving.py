@@ -104,7 +104,7 @@ def _completion_text(response: dict) -> str:
     return f"<think>\n{reasoning}\n</think>\n{content}" if reasoning else content
 
 
-def calibrate_here(family, problems, max_tokens: int, tolerance: float = 0.0) -> dict:
+def calibrate_here(endpoint, problems, max_tokens: int, tolerance: float = 0.0) -> dict:
     """auto's threshold from train-split problems, with the served engines called directly."""
     from l2s.confidence import calibrate, confidence
     from l2s.engines.base import SamplingParams
@@ -113,7 +113,7 @@ def calibrate_here(family, problems, max_tokens: int, tolerance: float = 0.0) ->
     prompts = [[{"role": "user", "content": p.prompt}] for p in problems]
     records = {}
     for name in ("short", "long"):
-        engine = family.backends[f"l2s-{name}"].engine
+        engine = endpoint.backends[f"l2s-{name}"].engine
         gens = [
             g
             for gs in engine.generate(
@@ -175,20 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"settings": {k: v for k, v in vars(args).items()}}
     load = time.perf_counter()
     with serve_in_thread(settings) as srv:
-        family = srv.app.state.family
+        endpoint = srv.app.state.endpoint
         base = srv.base_url
         results["startup_s"] = time.perf_counter() - load
-        _say(f"server up in {results['startup_s']:.1f}s at {srv.url}: {', '.join(family.backends)}")
+        _say(f"server up in {results['startup_s']:.1f}s at {srv.url}: {', '.join(endpoint.backends)}")
         prompts = [p.prompt for p in task.problems("test", args.requests)]
         for mode in ("short", "long"):  # warm-up: first calls pay one-off costs (threads, caches)
             sequential(base, mode, prompts[:2], 16)
-            family.backends[f"l2s-{mode}"].engine.generate(
+            endpoint.backends[f"l2s-{mode}"].engine.generate(
                 [[{"role": "user", "content": prompts[0]}]], SamplingParams(max_tokens=16, temperature=0)
             )
 
         # -- HTTP overhead: same engine, same request, interleaved --------------------------------------
         _say(f"overhead: {args.overhead_requests} long requests, HTTP and direct, interleaved")
-        engine = family.backends["l2s-long"].engine
+        engine = endpoint.backends["l2s-long"].engine
         direct_s, http_s = [], []
         with httpx.Client(timeout=3600) as c:
             for p in prompts[: args.overhead_requests]:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         # -- throughput: sequential vs concurrent, same requests ----------------------------------------
         _say(f"throughput: {len(prompts)} long requests, sequential then {args.clients} clients")
         seq_wall, seq_out, seq_lat = sequential(base, "long", prompts, args.max_tokens)
-        batches_before = family.backends["l2s-long"].batcher.batches
+        batches_before = endpoint.backends["l2s-long"].batcher.batches
         con_wall, con_out, con_lat = concurrent(base, "long", prompts, args.max_tokens, args.clients)
         tokens = sum(r["usage"]["completion_tokens"] for r in con_out)
         results["throughput"] = {
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": seq_wall / con_wall,
             "concurrent_tokens_per_s": tokens / con_wall,
             "sequential_tokens_per_s": sum(r["usage"]["completion_tokens"] for r in seq_out) / seq_wall,
-            "generate_calls": family.backends["l2s-long"].batcher.batches - batches_before,
+            "generate_calls": endpoint.backends["l2s-long"].batcher.batches - batches_before,
         }
 
         # -- calibration (train split) and auto vs short vs long (held-out split) -------------------------
@@ -236,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             threshold, source = read_threshold(args.calibration), args.calibration
         else:
             cal = calibrate_here(
-                family, task.problems("train", args.calib_n), args.max_tokens, args.auto_tolerance
+                endpoint, task.problems("train", args.calib_n), args.max_tokens, args.auto_tolerance
             )
             threshold = cal["threshold"]
             source = f"calibrated here on {cal['n']} train problems, tolerance {args.auto_tolerance:g}"
             results["calibration"] = cal
-        family.policy.threshold = threshold
+        endpoint.policy.threshold = threshold
         results["threshold"] = {"value": threshold, "source": source}
 
         _say(f"latency: short and auto at {args.clients} clients")
