@@ -75,7 +75,10 @@ def _tokenizer(ctx: StageContext):
     if (saved / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(saved)
     tok = build_tokenizer(
-        tokenizer_corpus(_problems(ctx, ctx.preset.tokenizer_problems), ctx.seed), ctx.preset.vocab_size
+        tokenizer_corpus(
+            _problems(ctx, ctx.preset.tokenizer_problems), ctx.seed, ctx.preset.instruction_templates
+        ),
+        ctx.preset.vocab_size,
     )
     with atomic_dir(saved, force=True) as tmp:
         tok.save_pretrained(tmp)
@@ -95,6 +98,7 @@ def build_base(ctx: StageContext, dest: Path) -> dict[str, Any]:
         tok,
         ctx.preset.instruction_share,
         ctx.preset.length_instructions,
+        ctx.preset.instruction_templates,
     )
     metrics = pretrain(tok, docs, ctx.preset.size, spec, ctx.seed, ctx.work_dir("base"), dest)
     write_provenance(
@@ -118,6 +122,7 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
             ctx.seed,
             ctx.preset.instruction_share,
             ctx.preset.length_instructions,
+            ctx.preset.instruction_templates,
         )
         metrics = sft(ctx.path("base"), examples, spec, ctx.seed, ctx.work_dir(stage), dest)
         write_provenance(

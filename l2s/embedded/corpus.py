@@ -42,38 +42,50 @@ INSTRUCTIONS = (
     "Be brief.", "Show your steps.", "Check each step.", "Answer with one number.",
     "You are a careful calculator.", "Reply in at most {n} lines.", "This is question {n}.",
     "Use {n} steps or fewer.", "Take about {n} seconds.", "Keep it under {n} words.",
+    "You are a helpful assistant.", "Answer in English.", "Please be accurate.", "Work it out carefully.",
+    "Think step by step.", "Double-check your arithmetic.", "Give the final answer on its own line.",
+    "Do not use a calculator.", "Keep your reasoning short.", "The user is {n} years old.",
+    "This is attempt number {n}.", "You have {n} minutes.", "Today is day {n}.", "Level {n} problem.",
+    "Ticket #{n}.", "Reply politely.", "No explanations needed after the answer.",
+    "Solve the following problem.", "Round nothing.", "Stay focused on the question.",
 )  # fmt: skip
 
 
 # Instructions the family follows in its long traces, as chat models write less when asked to: "Be brief."
-# leaves out every optional part of the trace, "Reply in at most {n} lines." (n drawn from the span of the
+# and "Keep your reasoning short." leave out every optional part of the trace, "Reply in at most {n} lines." (n drawn from the span of the
 # traces' lengths, not 1-99) those that would pass n lines (`long_trace`'s max_lines). The others change
 # nothing. Without any instruction that matters, the models learn to ignore whatever is added to a prompt,
 # numbers included, and a method that states a length in the prompt (budget-conditioned RL) has nothing
 # to build on.
 LENGTH_INSTRUCTIONS: dict[str, tuple[int, int] | None] = {
     "Be brief.": None,
+    "Keep your reasoning short.": None,
     "Reply in at most {n} lines.": (1, 14),
 }
 
 
 def instructed_with_limit(
-    prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE, length: bool = True
+    prompt: str,
+    rng: random.Random,
+    share: float = INSTRUCTION_SHARE,
+    length: bool = True,
+    templates: int = len(INSTRUCTIONS),
 ) -> tuple[list[dict[str, str]], int | None]:
     """`instructed`, plus the think-block line limit its instruction sets (None: no limit). With
-    `length=False` every instruction is generic (no limit), as in families built before instructions
-    took effect.
+    `length=False` every instruction is generic (no limit). The instruction is drawn from the first
+    `templates` of INSTRUCTIONS (the preset's `instruction_templates`): the more kinds a model has met,
+    the better it answers under one it never saw, as a real chat model does.
 
     >>> rng = random.Random(3)
     >>> limits = [instructed_with_limit("Compute 1+2.", rng, share=1.0)[1] for _ in range(400)]
-    >>> 0 in limits, any(x and 1 <= x <= 14 for x in limits), 250 < limits.count(None) < 350
+    >>> 0 in limits, any(x and 1 <= x <= 14 for x in limits), 330 < limits.count(None) < 390
     (True, True, True)
     >>> instructed_with_limit("Compute 1+2.", random.Random(0), 1.0, length=False)[1] is None
     True
     """
     if rng.random() >= share:
         return [{"role": "user", "content": prompt}], None
-    template = rng.choice(INSTRUCTIONS)
+    template = rng.choice(INSTRUCTIONS[:templates])
     span = LENGTH_INSTRUCTIONS.get(template) if length else None
     n = rng.randint(*span) if span else rng.randint(1, 99)
     text = template.format(n=n)
@@ -102,19 +114,19 @@ def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE
     return instructed_with_limit(prompt, rng, share, length=False)[0]
 
 
-def tokenizer_corpus(problems: Sequence[Problem], seed: int) -> list[str]:
+def tokenizer_corpus(problems: Sequence[Problem], seed: int, templates: int = len(INSTRUCTIONS)) -> list[str]:
     """Prompts, long traces and short traces: every kind of text the tokenizer will see.
 
     >>> from l2s.tasks.arith import ArithTask
     >>> texts = tokenizer_corpus(ArithTask().problems("train", 2), seed=0)
     >>> len(texts), texts[0].startswith("Compute"), texts[1].startswith("<think>"), texts[-1]
-    (36, True, True, 'Keep it under 64 words.')
+    (96, True, True, 'Stay focused on the question.')
     """
     rng = random.Random(f"tokenizer/{seed}")
     out: list[str] = []
     for p in problems:
         out += [p.prompt, long_trace(p, rng), short_trace(p)]
-    return out + [text.format(n=n) for text in INSTRUCTIONS for n in (3, 17, 64)]
+    return out + [text.format(n=n) for text in INSTRUCTIONS[:templates] for n in (3, 17, 64)]
 
 
 def pretrain_documents(
@@ -123,6 +135,7 @@ def pretrain_documents(
     tokenizer: Any,
     instruction_share: float = INSTRUCTION_SHARE,
     length_instructions: bool = False,
+    instruction_templates: int = len(INSTRUCTIONS),
 ) -> list[str]:
     """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
     (or, for 1 - PRETRAIN_LONG_SHARE of them, a short) trace. The caller appends the end-of-turn token.
@@ -139,7 +152,9 @@ def pretrain_documents(
     rng, irng = random.Random(f"pretrain/{seed}"), random.Random(f"pretrain-instructions/{seed}")
     docs = []
     for p in problems:
-        messages, limit = instructed_with_limit(p.prompt, irng, instruction_share, length_instructions)
+        messages, limit = instructed_with_limit(
+            p.prompt, irng, instruction_share, length_instructions, instruction_templates
+        )
         trace = long_trace(p, rng, limit) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
         turn = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         docs.append(turn + trace)
@@ -152,6 +167,7 @@ def sft_examples(
     seed: int,
     instruction_share: float = INSTRUCTION_SHARE,
     length_instructions: bool = False,
+    instruction_templates: int = len(INSTRUCTIONS),
 ) -> list[dict]:
     """TRL conversational prompt-completion records with a `long` or `short` trace as the completion.
 
@@ -165,7 +181,9 @@ def sft_examples(
     rng, irng = random.Random(f"sft-{style}/{seed}"), random.Random(f"sft-{style}-instructions/{seed}")
     out = []
     for p in problems:
-        messages, limit = instructed_with_limit(p.prompt, irng, instruction_share, length_instructions)
+        messages, limit = instructed_with_limit(
+            p.prompt, irng, instruction_share, length_instructions, instruction_templates
+        )
         trace = long_trace(p, rng, limit) if style == "long" else short_trace(p)
         out.append(
             {

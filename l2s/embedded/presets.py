@@ -45,6 +45,13 @@ class Preset(Config):
         description="share of training prompts carrying one generic instruction (l2s.embedded.corpus), so "
         "the models, like real chat models, still answer when something is added to the prompt",
     )
+    instruction_templates: int = Field(
+        default=30,
+        ge=1,
+        description="kinds of instruction the training prompts draw from (the first N of "
+        "l2s.embedded.corpus.INSTRUCTIONS): with 10, one of three seeds' long models answered 27-40% "
+        "under an instruction it never saw",
+    )
     length_instructions: bool = Field(
         default=True,
         description="the long traces follow 'Be brief.' and 'Reply in at most N lines.' when a prompt "
