@@ -68,29 +68,35 @@ def instructed_with_limit(
     prompt: str,
     rng: random.Random,
     share: float = INSTRUCTION_SHARE,
-    length: bool = True,
+    length: float = 0.0,
     templates: int = len(INSTRUCTIONS),
 ) -> tuple[list[dict[str, str]], int | None]:
-    """`instructed`, plus the think-block line limit its instruction sets (None: no limit). With
-    `length=False` every instruction is generic (no limit). The instruction is drawn from the first
-    `templates` of INSTRUCTIONS (the preset's `instruction_templates`): the more kinds a model has met,
-    the better it answers under one it never saw, as a real chat model does.
+    """`instructed`, plus the think-block line limit its instruction sets (None: no limit). The
+    instruction is drawn from the first `templates` of INSTRUCTIONS (the preset's
+    `instruction_templates`): the more kinds a model has met, the better it answers under one it never
+    saw, as a real chat model does. With `length` > 0 (the preset's `length_instructions`) that share of
+    the instructions ask for less (LENGTH_INSTRUCTIONS) and set a limit; with 0 every instruction is
+    generic and is drawn as `instructed` draws it.
 
     >>> rng = random.Random(3)
-    >>> limits = [instructed_with_limit("Compute 1+2.", rng, share=1.0)[1] for _ in range(400)]
-    >>> 0 in limits, any(x and 1 <= x <= 14 for x in limits), 330 < limits.count(None) < 390
+    >>> limits = [instructed_with_limit("Compute 1+2.", rng, share=1.0, length=0.5)[1] for _ in range(400)]
+    >>> 0 in limits, any(x and 1 <= x <= 14 for x in limits), 160 < limits.count(None) < 240
     (True, True, True)
-    >>> instructed_with_limit("Compute 1+2.", random.Random(0), 1.0, length=False)[1] is None
+    >>> instructed_with_limit("Compute 1+2.", random.Random(0), 1.0, length=0.0)[1] is None
     True
     """
     if rng.random() >= share:
         return [{"role": "user", "content": prompt}], None
-    template = rng.choice(INSTRUCTIONS[:templates])
-    span = LENGTH_INSTRUCTIONS.get(template) if length else None
+    kinds = INSTRUCTIONS[:templates]
+    if length > 0:
+        asks_less = rng.random() < length
+        kinds = tuple(t for t in kinds if (t in LENGTH_INSTRUCTIONS) == asks_less) or kinds
+    template = rng.choice(kinds)
+    span = LENGTH_INSTRUCTIONS.get(template) if length > 0 else None
     n = rng.randint(*span) if span else rng.randint(1, 99)
     text = template.format(n=n)
     where = rng.choice(("system", "after", "before"))
-    limit = (n if span else 0) if length and template in LENGTH_INSTRUCTIONS else None
+    limit = (n if span else 0) if length > 0 and template in LENGTH_INSTRUCTIONS else None
     if where == "system":
         return [{"role": "system", "content": text}, {"role": "user", "content": prompt}], limit
     user = f"{prompt}\n{text}" if where == "after" else f"{text}\n{prompt}"
@@ -111,7 +117,7 @@ def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE
     ...         for m in extra})
     ['after', 'before', 'system']
     """
-    return instructed_with_limit(prompt, rng, share, length=False)[0]
+    return instructed_with_limit(prompt, rng, share, length=0.0)[0]
 
 
 def tokenizer_corpus(problems: Sequence[Problem], seed: int, templates: int = len(INSTRUCTIONS)) -> list[str]:
@@ -134,7 +140,7 @@ def pretrain_documents(
     seed: int,
     tokenizer: Any,
     instruction_share: float = INSTRUCTION_SHARE,
-    length_instructions: bool = False,
+    length_instructions: float = 0.0,
     instruction_templates: int = len(INSTRUCTIONS),
 ) -> list[str]:
     """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
@@ -166,7 +172,7 @@ def sft_examples(
     style: str,
     seed: int,
     instruction_share: float = INSTRUCTION_SHARE,
-    length_instructions: bool = False,
+    length_instructions: float = 0.0,
     instruction_templates: int = len(INSTRUCTIONS),
 ) -> list[dict]:
     """TRL conversational prompt-completion records with a `long` or `short` trace as the completion.

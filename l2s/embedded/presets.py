@@ -52,10 +52,13 @@ class Preset(Config):
         "l2s.embedded.corpus.INSTRUCTIONS): with 10, one of three seeds' long models answered 27-40% "
         "under an instruction it never saw",
     )
-    length_instructions: bool = Field(
-        default=True,
-        description="the long traces follow 'Be brief.' and 'Reply in at most N lines.' when a prompt "
-        "carries them (l2s.embedded.corpus), so the models learn that a prompt's word on length matters",
+    length_instructions: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the instructions that ask for less ('Be brief.', 'Reply in at most N lines.'), "
+        "which the long traces follow (l2s.embedded.corpus), so the models learn that a prompt's word on "
+        "length matters; 0: every instruction is ignored",
     )
     pretrain: TrainSpec = Field(description="base: causal LM on chat-formatted workload text")
     short: TrainSpec = Field(description="short: SFT from base on short traces")
