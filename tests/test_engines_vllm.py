@@ -170,3 +170,19 @@ def test_auto_picks_vllm_where_it_can_run_the_model(r1_ckpt, tmp_path, pico_toke
     assert resolve_engine("auto", odd) == "hf"  # head size 24: not one vLLM's CPU attention has
     err = caplog.text
     assert "engine auto -> vllm" in err and "engine auto -> hf (head size 24 is not supported" in err
+
+
+def test_vllm_refuses_a_head_size_its_attention_cannot_run_in_one_line(tmp_path, pico_tokenizer):
+    from l2s.embedded.model import save_random_model
+    from l2s.engines import get_engine
+    from l2s.engines.vllm_args import vllm_device
+    from l2s.errors import UserError
+
+    if vllm_device() != "cpu":
+        pytest.skip("GPU attention backends take head size 24")
+    shape = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2)
+    odd = save_random_model(tmp_path / "odd", pico_tokenizer, size={**shape, "num_key_value_heads": 2})
+    with pytest.raises(
+        UserError, match=r"cannot run this model's head size 24 \(it takes 32, 64, .*\); use --engine hf"
+    ):
+        get_engine("vllm", odd)

@@ -26,6 +26,7 @@ supports (32, 64, ...).
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,16 @@ from l2s.engines.completion import (
 )
 
 _REQUEST_IDS = itertools.count()
+
+
+def _visible_gpus() -> int | None:
+    """GPUs torch sees here (None when it cannot tell)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # a torch without CUDA support
+        return None
 
 
 def _generation_config(path: Path) -> Any:
@@ -79,7 +90,14 @@ class VLLMEngine:
     ):
         from l2s.budget import budget_prompt
         from l2s.checkpoint import validate_checkpoint
-        from l2s.engines.vllm_args import check_engine_options, engine_args, vllm_device, vllm_environment
+        from l2s.engines.vllm_args import (
+            check_engine_options,
+            check_fits,
+            engine_args,
+            supported_head_sizes,
+            vllm_device,
+            vllm_environment,
+        )
 
         path = validate_checkpoint(model_path, need_chat_template=False)
         vllm_environment(in_process=True)
@@ -97,6 +115,13 @@ class VLLMEngine:
         options = {**llm_kwargs, **(engine_options or {})}
         check_engine_options(options)
         self.device = vllm_device()
+        check_fits(
+            json.loads((path / "config.json").read_text()),
+            self.device,
+            int(options.get("tensor_parallel_size", tensor_parallel_size)),
+            supported_head_sizes(self.device),
+            _visible_gpus() if self.device == "gpu" else None,
+        )
         self.args = engine_args(
             path,
             device=self.device,

@@ -304,6 +304,51 @@ def vllm_unsuitable(model_path: str | Path) -> str | None:
     return None
 
 
+def check_fits(
+    config: Mapping[str, Any],
+    device: str,
+    tensor_parallel_size: int,
+    head_sizes: Sequence[int] | None,
+    gpus: int | None,
+) -> None:
+    """Raise a one-line UserError for a model or split vLLM cannot run here, before vLLM tries (its own
+    errors arrive from a worker process, several screens deep). `head_sizes`: those this device's
+    attention takes (None: unknown); `gpus`: GPUs visible (None: not a GPU machine).
+
+    >>> check_fits({"hidden_size": 48, "num_attention_heads": 2}, "cpu", 1, [32, 64], None)
+    Traceback (most recent call last):
+    l2s.errors.UserError: vLLM's cpu attention cannot run this model's head size 24 (it takes 32, 64); use --engine hf for it
+    >>> check_fits({"hidden_size": 128, "num_attention_heads": 2}, "gpu", 4, None, 2)
+    Traceback (most recent call last):
+    l2s.errors.UserError: --tensor-parallel-size 4 is more than the 2 GPU(s) this machine has; pass at most 2
+    >>> check_fits({"hidden_size": 128, "num_attention_heads": 2}, "gpu", 2, [64], 2)
+    """
+    size = head_size(config)
+    if size is not None and head_sizes and size not in head_sizes:
+        raise UserError(
+            f"vLLM's {device} attention cannot run this model's head size {size} "
+            f"(it takes {', '.join(map(str, head_sizes))}); use --engine hf for it"
+        )
+    if device == "gpu" and gpus is not None and tensor_parallel_size > gpus:
+        raise UserError(
+            f"--tensor-parallel-size {tensor_parallel_size} is more than the {gpus} GPU(s) this machine has; "
+            f"pass at most {gpus}"
+        )
+
+
+def supported_head_sizes(device: str) -> list[int] | None:
+    """The head sizes vLLM's CPU attention takes; None on a GPU, where vLLM picks among several attention
+    backends by model and hardware, and where this vLLM does not say."""
+    if device != "cpu":
+        return None
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend as Backend
+
+        return sorted(Backend.get_supported_head_sizes()) or None
+    except (ImportError, AttributeError):  # another vLLM layout: let vLLM decide when it loads the model
+        return None
+
+
 def _head_size_supported(size: int, device: str) -> bool:
     try:
         if device == "cpu":

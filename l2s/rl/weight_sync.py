@@ -66,6 +66,38 @@ def holds_full_weights(state: dict[str, Any]) -> bool:
     return bool(state) and all(t.numel() > 0 for t in state.values())
 
 
+def check_weights_match(state: dict[str, Any], checkpoint: str | Path) -> None:
+    """Raise a one-line UserError when the trainer's weights do not fit the model the rollout engine is
+    built from (`checkpoint`'s config and tensor names): every tensor of the checkpoint must be in `state`
+    with the same shape. Tensors only the trainer has (a tied lm_head) are fine. A checkpoint without
+    safetensors files is left to vLLM.
+
+    >>> import tempfile, torch
+    >>> from safetensors.torch import save_file
+    >>> d = tempfile.mkdtemp()
+    >>> save_file({"w": torch.zeros(2, 3)}, f"{d}/model.safetensors")
+    >>> check_weights_match({"w": torch.zeros(2, 3), "lm_head.weight": torch.zeros(1)}, d)
+    >>> check_weights_match({"w": torch.zeros(3, 3)}, d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    l2s.errors.UserError: vLLM weight sync: tensor w is [3, 3] in the trainer's model but [2, 3] in the rollout engine's (...
+    """
+    from l2s.checkpoint import tensor_shapes
+    from l2s.errors import UserError
+
+    where = f"the rollout engine's ({checkpoint})"
+    fix = "the policy must be the checkpoint RL starts from (--init / --long); or use --engine hf"
+    for name, shape in tensor_shapes(checkpoint).items():
+        if name not in state:
+            raise UserError(
+                f"vLLM weight sync: tensor {name} of {where} is not in the trainer's model; {fix}"
+            )
+        got = list(state[name].shape)
+        if got != shape:
+            raise UserError(
+                f"vLLM weight sync: tensor {name} is {got} in the trainer's model but {shape} in {where}; {fix}"
+            )
+
+
 class PolicySync:
     """Keeps one vLLM engine at the policy's current weights for a whole RL run."""
 
@@ -115,6 +147,7 @@ class PolicySync:
     def _load_in_memory(self, accelerator: Any, model: Any, state: dict[str, Any]) -> None:
         if self.engine is None:
             policy = accelerator.unwrap_model(model)
+            check_weights_match(state, policy.name_or_path)
             self.engine = self._build(accelerator, policy, policy.name_or_path, weights_in_memory=True)
         if self.asleep:
             self.engine.wake_up(["weights"])
