@@ -39,6 +39,7 @@ endef
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(call install-main,$(VENV),-c $(LOCK))
+	$(VENV)/bin/python -c "from l2s.cli import warm_help_cache; warm_help_cache()"
 	touch $@
 
 setup: $(VENV)/.installed

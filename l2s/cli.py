@@ -10,7 +10,8 @@ exit code 2.
 when set) and replays them while nothing they came from has changed: not one of the source files
 imported to generate them (l2s's, pydantic's, Python's), nor the environment, the working directory
 or the Python. Importing pydantic alone takes most of 0.1 s, so the cached help skips the Config and
-pydantic altogether; it prints the same text.
+pydantic altogether; it prints the same text. `make setup` fills the cache for every subcommand
+(`warm_help_cache`), so even the first `--help` in the repository folder replays it.
 """
 
 from __future__ import annotations
@@ -178,8 +179,11 @@ def _add_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
     add_config_flags(p, target.model_fields, skip=cmd.positional)
 
 
-# Shell bookkeeping that changes with every `cd` or nested shell and that no Config reads.
-_VOLATILE_ENV = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
+# Shell bookkeeping that changes with every `cd` or nested shell, and the variables make sets for its
+# recipes (so `make setup` can warm the cache for the shell that ran it); no Config reads them.
+_VOLATILE_ENV = frozenset(
+    {"PWD", "OLDPWD", "SHLVL", "_", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}
+)
 
 
 def _help_context() -> str:
@@ -255,6 +259,13 @@ def _add_help_flags(p: argparse.ArgumentParser, cmd: Command) -> None:
         entry = {"context": context, "sources": _source_stamps(), "flags": recorder.book}
         with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
             atomic_write_text(path, json.dumps(entry))
+
+
+def warm_help_cache() -> None:
+    """Generate and cache every subcommand's flags, as its first `--help` would, so that first call
+    already replays them (`make setup` runs this in the repository folder after installing)."""
+    for cmd in COMMANDS:
+        build_parser([cmd.name, "--help"])
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -111,3 +111,15 @@ def test_help_cache_follows_sources_and_environment(tmp_path):
     entry["sources"][source][1] += 1
     entry_file.write_text(json.dumps(entry))
     assert "FROM THE CACHE" not in help_run("init", tmp_path, L2S_CACHE="/family-two")[0]
+
+
+def test_a_cache_warmed_under_make_serves_the_first_help_in_the_shell(tmp_path):
+    """`make setup` runs `warm_help_cache` with make's variables in the environment; the shell that ran
+    make, without them, then replays every subcommand's flags on its first `--help`."""
+    shell = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}  # as help_run sets it
+    warm = {**shell, "MAKELEVEL": "1", "MAKEFLAGS": "w"}
+    code = "from l2s.cli import warm_help_cache; warm_help_cache()"
+    subprocess.run([sys.executable, "-c", code], check=True, env=warm, timeout=120)
+    assert sorted(p.stem for p in (tmp_path / "l2s" / "help").glob("*.json")) == sorted(SUBCOMMANDS)
+    text, heavy = help_run("derive", tmp_path)
+    assert heavy == [] and "--method" in text  # replayed from the cache: pydantic never imported
