@@ -350,11 +350,11 @@ def supported_head_sizes(device: str) -> list[int] | None:
 
 
 def _head_size_supported(size: int, device: str) -> bool:
+    if device == "cpu":
+        sizes = supported_head_sizes(device)
+        return not sizes or size in sizes
     try:
-        if device == "cpu":
-            from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend as Backend
-        else:
-            from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend as Backend
+        from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend as Backend
     except ImportError:  # another vLLM layout: let vLLM decide when it loads the model
         return True
     return bool(Backend.supports_head_size(size))
