@@ -8,9 +8,10 @@ The length reward is Kimi's, computed within each group of k samples, in tokens 
 tokenizer: λ = 0.5 − (len − min_len)/(max_len − min_len); a correct response earns λ, a wrong one
 min(0, λ); all lengths equal → 0. One option departs from the report: `wrong="none"` gives a wrong
 answer no length term at all. Under min(0, λ) the shorter of two wrong answers scores higher, so when
-every rollout of a hard prompt fails (cut off at the maximum length, or one step short), stopping a step
-early is what gets reinforced; with "none" a wrong answer earns nothing either way. The report adds it to the task reward with a weight after a warm-up
-of plain RL ("turning it on from the start slowed training"). No library ships it, hence this module.
+every rollout of a hard prompt fails (cut off at the maximum length, or one step short), stopping a
+step early is what gets reinforced; with "none" a wrong answer earns nothing either way. The report
+adds the length reward to the task reward with a weight after a warm-up of plain RL ("turning it on
+from the start slowed training"). No library ships it, hence this module.
 
 Budget-conditioned RL (L1 / LCPO, Aggarwal & Welleck 2025, arXiv 2503.04697) replaces the length reward
 with a penalty against the thinking budget N stated in the prompt, in reasoning tokens (those inside the
