@@ -55,8 +55,8 @@ INSTRUCTIONS = (
 # and "Keep your reasoning short." leave out every optional part of the trace, "Reply in at most {n} lines."
 # (n drawn from the span of the traces' lengths, not 1-99) those that would pass n lines (`long_trace`'s
 # max_lines). The others change nothing. Without any instruction that matters, the models learn to ignore
-# whatever is added to a prompt, numbers included, and a method that states a length in the prompt (budget-
-# conditioned RL) has nothing to build on.
+# whatever is added to a prompt, numbers included, and a method that states a length in the prompt
+# (budget-conditioned RL) has nothing to build on.
 LENGTH_INSTRUCTIONS: dict[str, tuple[int, int] | None] = {
     "Be brief.": None,
     "Keep your reasoning short.": None,
