@@ -213,13 +213,13 @@ def test_decay_steps_selects_warmup_stable_decay(tmp_path):
 
 
 def test_long_traces_follow_the_length_instructions_only_when_the_preset_says_so():
-    from l2s.embedded.corpus import sft_examples
+    from l2s.embedded.corpus import InstructionMix, sft_examples
     from l2s.grading import split_reasoning
     from l2s.tasks.arith import ArithTask
 
     problems = ArithTask().problems("train", 400)
-    on = sft_examples(problems, "long", seed=0, instruction_share=1.0, length_instructions=0.5)
-    off = sft_examples(problems, "long", seed=0, instruction_share=1.0, length_instructions=0.0)
+    on = sft_examples(problems, "long", seed=0, mix=InstructionMix(share=1.0, length=0.5))
+    off = sft_examples(problems, "long", seed=0, mix=InstructionMix(share=1.0, length=0.0))
     brief = limited = 0
     for p, ex in zip(problems, on, strict=True):
         said = " ".join(m["content"] for m in ex["prompt"])

@@ -64,6 +64,14 @@ def _problems(ctx: StageContext, n: int):
     return ArithTask(seed=ctx.seed).problems("train", n)
 
 
+def _instruction_mix(ctx: StageContext):
+    """The preset's instruction settings, as the corpus draws training prompts with them."""
+    from l2s.embedded.corpus import InstructionMix
+
+    p = ctx.preset
+    return InstructionMix(p.instruction_share, p.length_instructions, p.instruction_templates)
+
+
 def _tokenizer(ctx: StageContext):
     """The family's tokenizer, trained once and kept with base's work so a resumed run uses the same one."""
     from transformers import AutoTokenizer
@@ -92,14 +100,7 @@ def build_base(ctx: StageContext, dest: Path) -> dict[str, Any]:
 
     spec = ctx.preset.pretrain
     tok = _tokenizer(ctx)
-    docs = pretrain_documents(
-        _problems(ctx, spec.problems),
-        ctx.seed,
-        tok,
-        ctx.preset.instruction_share,
-        ctx.preset.length_instructions,
-        ctx.preset.instruction_templates,
-    )
+    docs = pretrain_documents(_problems(ctx, spec.problems), ctx.seed, tok, _instruction_mix(ctx))
     metrics = pretrain(tok, docs, ctx.preset.size, spec, ctx.seed, ctx.work_dir("base"), dest)
     write_provenance(
         dest,
@@ -116,14 +117,7 @@ def _build_sft(style: str, stage: str) -> Callable[[StageContext, Path], dict[st
         from l2s.embedded.sft import sft
 
         spec = ctx.preset.short if style == "short" else ctx.preset.long_sft
-        examples = sft_examples(
-            _problems(ctx, spec.problems),
-            style,
-            ctx.seed,
-            ctx.preset.instruction_share,
-            ctx.preset.length_instructions,
-            ctx.preset.instruction_templates,
-        )
+        examples = sft_examples(_problems(ctx, spec.problems), style, ctx.seed, _instruction_mix(ctx))
         metrics = sft(ctx.path("base"), examples, spec, ctx.seed, ctx.work_dir(stage), dest)
         write_provenance(
             dest,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from l2s.tasks import Problem
@@ -120,6 +121,24 @@ def instructed(prompt: str, rng: random.Random, share: float = INSTRUCTION_SHARE
     return instructed_with_limit(prompt, rng, share, length=0.0)[0]
 
 
+@dataclass(frozen=True)
+class InstructionMix:
+    """How a family's training prompts carry instructions: the preset's `instruction_share`,
+    `length_instructions` and `instruction_templates` (see `instructed_with_limit`).
+
+    >>> InstructionMix(share=1.0, length=0.0).draw("Compute 1+2.", random.Random(0))[1] is None
+    True
+    """
+
+    share: float = INSTRUCTION_SHARE
+    length: float = 0.0
+    templates: int = len(INSTRUCTIONS)
+
+    def draw(self, prompt: str, rng: random.Random) -> tuple[list[dict[str, str]], int | None]:
+        """The chat messages of one training prompt and the think-block line limit they set."""
+        return instructed_with_limit(prompt, rng, self.share, self.length, self.templates)
+
+
 def tokenizer_corpus(problems: Sequence[Problem], seed: int, templates: int = len(INSTRUCTIONS)) -> list[str]:
     """Prompts, long traces and short traces: every kind of text the tokenizer will see.
 
@@ -139,9 +158,7 @@ def pretrain_documents(
     problems: Sequence[Problem],
     seed: int,
     tokenizer: Any,
-    instruction_share: float = INSTRUCTION_SHARE,
-    length_instructions: float = 0.0,
-    instruction_templates: int = len(INSTRUCTIONS),
+    mix: InstructionMix = InstructionMix(),
 ) -> list[str]:
     """One chat-formatted document per problem: the user turn, then an open assistant turn holding a long
     (or, for 1 - PRETRAIN_LONG_SHARE of them, a short) trace. The caller appends the end-of-turn token.
@@ -158,9 +175,7 @@ def pretrain_documents(
     rng, irng = random.Random(f"pretrain/{seed}"), random.Random(f"pretrain-instructions/{seed}")
     docs = []
     for p in problems:
-        messages, limit = instructed_with_limit(
-            p.prompt, irng, instruction_share, length_instructions, instruction_templates
-        )
+        messages, limit = mix.draw(p.prompt, irng)
         trace = long_trace(p, rng, limit) if rng.random() < PRETRAIN_LONG_SHARE else short_trace(p)
         turn = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         docs.append(turn + trace)
@@ -171,9 +186,7 @@ def sft_examples(
     problems: Sequence[Problem],
     style: str,
     seed: int,
-    instruction_share: float = INSTRUCTION_SHARE,
-    length_instructions: float = 0.0,
-    instruction_templates: int = len(INSTRUCTIONS),
+    mix: InstructionMix = InstructionMix(),
 ) -> list[dict]:
     """TRL conversational prompt-completion records with a `long` or `short` trace as the completion.
 
@@ -187,9 +200,7 @@ def sft_examples(
     rng, irng = random.Random(f"sft-{style}/{seed}"), random.Random(f"sft-{style}-instructions/{seed}")
     out = []
     for p in problems:
-        messages, limit = instructed_with_limit(
-            p.prompt, irng, instruction_share, length_instructions, instruction_templates
-        )
+        messages, limit = mix.draw(p.prompt, irng)
         trace = long_trace(p, rng, limit) if style == "long" else short_trace(p)
         out.append(
             {
