@@ -30,10 +30,12 @@ def test_quickstart_tiny_runs_every_step(tmp_path):
     assert {"long", "short", "rl"} <= names and {f"merge-{a:g}" for a in (0.1, 0.3, 0.5, 0.7, 0.9)} <= names
     assert report["models"]["merge-0.5"]["method"] == "merge"
     # the budget model is measured at every budget beside long (its samples: tests/test_evaluate.py)
-    assert {"budget", "budget@8", "budget@32", "long@8", "long@32"} <= names
-    assert report["models"]["budget@8"]["method"] == "budget"
+    assert {"budget", "budget@16", "budget@64", "long@16", "long@64"} <= names
+    assert report["models"]["budget@16"]["method"] == "budget"
     assert (
-        report["models"]["budget@8"]["thinking_budget"] == report["models"]["long@8"]["thinking_budget"] == 8
+        report["models"]["budget@16"]["thinking_budget"]
+        == report["models"]["long@16"]["thinking_budget"]
+        == 16
     )
     assert (out / "report.md").is_file() and (out / "pareto.png").stat().st_size > 10_000
     assert "where the time went:" in r.stdout
