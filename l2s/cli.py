@@ -317,6 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"l2s {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Tear down torch.distributed's process group, when a launcher (torchrun, accelerate) started one,
+    while the interpreter is still whole: left to interpreter shutdown, gloo's worker threads can abort
+    a process whose work is done ("terminate called without an active exception", SIGABRT; seen on a
+    loaded machine at the end of a two-process `l2s rl`). Torch is not imported for this."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

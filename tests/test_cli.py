@@ -62,6 +62,22 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("l2s sample: error:") and "Traceback" not in r.stderr
 
 
+def test_a_command_closes_the_process_group_a_launcher_opened(tmp_path):
+    """A command run under torchrun tears its process group down before the interpreter exits (left to
+    interpreter shutdown, gloo's threads can abort a finished process), error or not."""
+    import torch.distributed as dist
+
+    from l2s.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        code = main(["sample", "--model", str(tmp_path / "missing"), "--task", "nope", "--out", "s.jsonl"])
+        assert code == 2 and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 HEAVY = ("torch", "transformers", "trl", "vllm", "mergekit", "matplotlib", "datasets", "pydantic")
 
 
