@@ -63,8 +63,8 @@ class QuickstartConfig(Config):
     # problem's running-total chain takes 2 + 4 tokens per operation (10, 14, 18 and 22 for the 2-5
     # operations of the held-out mix), so 16 holds the chains of 2- and 3-operation problems and 32 holds
     # them all, while the embedded long model reasons 52-56 tokens (64 leaves it whole). A budget of 8 is
-    # below every problem's chain: there every model only guesses (long and the budget model alike 8-10%),
-    # so it measures nothing. `--thinking-budgets` takes any list.
+    # below every problem's chain: no model can write a right one there (the budget model 8-10%), so it
+    # only measures guessing. `--thinking-budgets` takes any list.
     thinking_budgets: list[int] = Field(
         [16, 32, 64], description="thinking budgets long and the derived models are also evaluated at"
     )
