@@ -100,15 +100,27 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 
 # The default (embedded, 0.5M-parameter) family: the methods' defaults are sized for 7B models (tiny
 # learning rates, 10-minute RL); these fit the small models and keep the quickstart's wall time to a
-# few minutes on two CPU cores once the family is built (256 train prompts x 8 samples, 30 RL iterations).
+# few minutes on two CPU cores once the family is built (256 train prompts x 16 samples, 30 RL iterations).
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
-    "sampling": {"limit": 256},
-    "shortest-rs": {"limit": 256, "learning_rate": 3e-4},
+    # 16 samples per prompt, not Kimi's 8: the RL-trained embedded long models re-check 69-77% of their
+    # steps when sampled, and the shortest of 8 still re-checks about half of them (44-53% over three
+    # seeds), so a model trained on them and decoded greedily re-checks wherever that share tops one half:
+    # seed 0's shortest-rs kept 0.77-0.78x of long's tokens whatever its epochs (2-6). The shortest of 16
+    # re-checks 39% (seed 0), and on validation problems shortest-rs then keeps 0.55x at -0.1 points, DPO
+    # 0.57x at +0.0 (benchmarks/RESULTS.md).
+    "sampling": {"limit": 256, "n": 16},
+    "shortest-rs": {"limit": 256, "n": 16, "learning_rate": 3e-4},
     # DPO with the chosen answers' likelihood kept up (TRL's `sft` loss, weighted 20 to the preference
     # loss's 1, as RPO adds an NLL term): plain DPO on these small models pushes down the tokens that
     # chosen and rejected share (the running totals) and lost 9-60 points over three seeds; lr 3e-5 / 5e-5
     # and beta 0.3 / 0.5 without the NLL term lost up to 11 (benchmarks/RESULTS.md).
-    "dpo": {"limit": 256, "learning_rate": 1e-4, "loss_type": "sigmoid,sft", "loss_weights": [1.0, 20.0]},
+    "dpo": {
+        "limit": 256,
+        "n": 16,
+        "learning_rate": 1e-4,
+        "loss_type": "sigmoid,sft",
+        "loss_weights": [1.0, 20.0],
+    },
     # A fixed number of iterations and no wall-time limit, so the result does not depend on the machine's
     # speed (30 iterations take about a minute on two idle cores; a 3-minute limit cut them to 15 on a
     # busy machine and changed the model).
