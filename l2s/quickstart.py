@@ -104,10 +104,10 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     # 16 samples per prompt, not Kimi's 8: the RL-trained embedded long models re-check 66-73% of their
     # steps when sampled, and the shortest of 8 still re-checks about half of them (43-49% over three
-    # seeds), and a model trained on them and decoded greedily re-checks at every step where re-checking
-    # is the likelier choice: seed 0's shortest-rs kept 0.77-0.78x of long's tokens whatever its epochs (2-6). The shortest of 16
-    # re-checks 35-39%, and shortest-rs then keeps 0.51-0.62x, DPO 0.58-0.63x, within 0.2 points of long's
-    # accuracy on every seed (benchmarks/RESULTS.md).
+    # seeds); a model trained on them and decoded greedily re-checks at every step where re-checking is
+    # the likelier choice, so seed 0's shortest-rs kept 0.77-0.78x of long's tokens whatever its epochs
+    # (2-6). The shortest of 16 re-checks 35-39%, and shortest-rs then keeps 0.51-0.62x, DPO 0.58-0.63x,
+    # within 0.2 points of long's accuracy on every seed (benchmarks/RESULTS.md).
     "sampling": {"limit": 256, "n": 16},
     "shortest-rs": {"limit": 256, "n": 16, "learning_rate": 3e-4},
     # DPO with the chosen answers' likelihood kept up (TRL's `sft` loss, weighted 20 to the preference
